@@ -1,0 +1,1 @@
+"""Evidence: the store, session recordings and their exports."""

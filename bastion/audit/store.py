@@ -1,0 +1,223 @@
+"""The one storage interface: sessions, their events, certificates and the audit log.
+
+SQLite through sqlite-utils is the embedded default. Writes go through one writer thread that
+commits what has queued up every `flush_interval` (a batch is one transaction), so the event loop
+only ever appends to a queue. WAL with synchronous=NORMAL: a committed batch survives a crash of
+the bastion process; only a power loss can cost the last batches. Reads use their own connection.
+SQL stays portable (no SQLite-only syntax outside the PRAGMAs) for a later PostgreSQL backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bastion.audit.events import Event, SessionInfo
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY, connection_id TEXT, user TEXT, groups TEXT, cert_serial INTEGER,
+        cert_key_id TEXT, source TEXT, target TEXT, target_address TEXT, login TEXT, kind TEXT,
+        command TEXT, term TEXT, cols INTEGER, rows INTEGER, started_at REAL, ended_at REAL,
+        exit_status INTEGER, exit_signal TEXT, bytes_in INTEGER, bytes_out INTEGER,
+        end_reason TEXT, status TEXT, extra TEXT)""",
+    """CREATE TABLE IF NOT EXISTS events (
+        session_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, type TEXT NOT NULL,
+        data BLOB, PRIMARY KEY (session_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS audit_log (
+        seq INTEGER PRIMARY KEY, ts REAL NOT NULL, type TEXT NOT NULL, fields TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS certificates (
+        serial INTEGER PRIMARY KEY, user TEXT NOT NULL, groups TEXT NOT NULL, key_id TEXT,
+        principals TEXT, valid_after REAL, valid_before REAL, fingerprint TEXT, issuer TEXT,
+        source TEXT, issued_at REAL, revoked_at REAL)""",
+    "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at)",
+]
+
+_Op = Callable[[sqlite3.Connection], None]
+_STOP = object()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def _session_row(info: SessionInfo) -> dict[str, Any]:
+    row = dataclasses.asdict(info)
+    row["groups"] = json.dumps(list(info.groups))
+    row["extra"] = json.dumps(info.extra, sort_keys=True)
+    return row
+
+
+def _session_from_row(row: dict[str, Any]) -> SessionInfo:
+    row = dict(row)
+    row["groups"] = tuple(json.loads(row["groups"] or "[]"))
+    row["extra"] = json.loads(row["extra"] or "{}")
+    return SessionInfo(**row)
+
+
+class Store:
+    """Append-only evidence in one SQLite database (WAL), written by one batching thread."""
+
+    def __init__(self, path: Path, flush_interval: float = 0.05) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_conn = _connect(path)
+        for statement in _SCHEMA:
+            self._writer_conn.execute(statement)
+        self._reader = sqlite_utils.Database(_connect(path))
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._flush_interval = flush_interval
+        self._thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    # Writes: queued, committed in batches by the writer thread.
+    def submit(self, op: _Op) -> Future[None]:
+        done: Future[None] = Future()
+        self._queue.put((op, done))
+        return done
+
+    def append_events(self, events: list[Event]) -> None:
+        rows = [(e.session_id, e.seq, e.ts, e.type, e.data) for e in events]
+        self.submit(lambda c: c.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows))
+
+    def put_session(self, info: SessionInfo) -> None:
+        row = _session_row(info)
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.submit(lambda c: c.execute(f"INSERT INTO sessions ({columns}) VALUES ({marks})", list(row.values())))
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        if "extra" in fields:
+            fields["extra"] = json.dumps(fields["extra"], sort_keys=True)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [*fields.values(), session_id]
+        self.submit(lambda c: c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", values))
+
+    def log(self, type_: str, **fields: Any) -> Future[None]:
+        """Append to the global audit log (logins, refusals, issuances, ...)."""
+        text = json.dumps(fields, sort_keys=True, default=str)
+        now = time.time()
+        return self.submit(
+            lambda c: c.execute("INSERT INTO audit_log (ts, type, fields) VALUES (?, ?, ?)", (now, type_, text))
+        )
+
+    def record_certificate(self, row: dict[str, Any]) -> Future[None]:
+        row = {**row, "groups": json.dumps(list(row["groups"])), "principals": json.dumps(list(row["principals"]))}
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        return self.submit(lambda c: c.execute(f"INSERT INTO certificates ({columns}) VALUES ({marks})", list(row.values())))
+
+    def close_interrupted(self, reason: str = "interrupted") -> list[str]:
+        """Mark sessions left live by a process that died as interrupted; return their ids."""
+        ids = [r["id"] for r in self._reader.query("SELECT id FROM sessions WHERE status = 'live'")]
+        if ids:
+            now = time.time()
+
+            def close(c: sqlite3.Connection) -> None:
+                for session_id in ids:
+                    last = c.execute("SELECT MAX(ts) FROM events WHERE session_id = ?", (session_id,)).fetchone()[0]
+                    c.execute(
+                        "UPDATE sessions SET status = ?, end_reason = ?, ended_at = ? WHERE id = ? AND status = 'live'",
+                        (reason, "bastion stopped before the session ended", last or now, session_id),
+                    )
+
+            self.submit(close).result()
+        return ids
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is committed."""
+        self.submit(lambda c: None).result(timeout)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+        self._writer_conn.close()
+        self._reader.conn.close()
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self._flush_interval
+            while True:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+                if len(batch) >= 5000:
+                    break
+            stopping = any(item is _STOP for item in batch)
+            items = [item for item in batch if item is not _STOP]
+            self._commit(conn, items)
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, items: list[tuple[_Op, Future[None]]]) -> None:
+        if not items:
+            return
+        errors: dict[int, BaseException] = {}
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for index, (op, _) in enumerate(items):
+                try:
+                    op(conn)
+                except Exception as exc:  # one bad write must not lose the rest of the batch
+                    errors[index] = exc
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            errors = dict.fromkeys(range(len(items)), exc)
+        for index, (_, done) in enumerate(items):
+            if index in errors:
+                done.set_exception(errors[index])
+            else:
+                done.set_result(None)
+
+    # Reads.
+    def sessions(self, live: bool | None = None, limit: int = 1000) -> list[SessionInfo]:
+        where, args = ("", []) if live is None else ("WHERE status = ?" if live else "WHERE status != ?", ["live"])
+        rows = self._reader.query(f"SELECT * FROM sessions {where} ORDER BY started_at DESC LIMIT {int(limit)}", args)
+        return [_session_from_row(r) for r in rows]
+
+    def session(self, session_id: str) -> SessionInfo | None:
+        rows = list(self._reader.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
+        if not rows:
+            rows = list(self._reader.query("SELECT * FROM sessions WHERE id LIKE ? LIMIT 2", [session_id + "%"]))
+            if len(rows) != 1:
+                return None
+        return _session_from_row(rows[0])
+
+    def events(self, session_id: str) -> Iterator[Event]:
+        for row in self._reader.query("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [session_id]):
+            yield Event(row["session_id"], row["seq"], row["ts"], row["type"], bytes(row["data"] or b""))
+
+    def audit_log(self, type_: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE type = ?", [type_]) if type_ else ("", [])
+        rows = self._reader.query(f"SELECT * FROM audit_log {where} ORDER BY seq", args)
+        return [{**r, "fields": json.loads(r["fields"])} for r in rows]
+
+    def certificate(self, serial: int) -> dict[str, Any] | None:
+        rows = list(self._reader.query("SELECT * FROM certificates WHERE serial = ?", [serial]))
+        if not rows:
+            return None
+        row = rows[0]
+        return {**row, "groups": tuple(json.loads(row["groups"])), "principals": tuple(json.loads(row["principals"]))}

@@ -1,0 +1,228 @@
+"""The `bastion` command: init, serve, cert, sessions, audit, demo."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+import click
+
+from bastion import config as config_mod
+from bastion.audit.store import Store
+from bastion.identity.ca import Authorities
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> None:
+    click.echo(f"bastion: {message}", err=True)
+    sys.exit(1)
+
+
+def config_option(func: F) -> F:
+    """-c/--config on every command; loads the settings and hands them over as `settings`."""
+
+    @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                  help=f"Configuration file (default: ./{config_mod.DEFAULT_PATH} or ${config_mod.ENV_VAR}).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: str | None, **kwargs: Any) -> Any:
+        try:
+            settings = config_mod.load(config_path)
+        except config_mod.ConfigError as exc:
+            fail(str(exc))
+        return func(*args, settings=settings, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_store(settings: config_mod.Settings) -> Store:
+    return Store(settings.server.database_path, settings.recording.flush_interval)
+
+
+def ensure_authorities(settings: config_mod.Settings) -> Authorities:
+    state_dir = settings.server.state_dir
+    if not Authorities.is_initialised(state_dir):
+        fail(f"{state_dir} has no keys yet; run: bastion init -c {settings.path}")
+    try:
+        return Authorities(state_dir)
+    except (OSError, asyncssh.KeyImportError) as exc:
+        fail(str(exc))
+        raise
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcp-bastion")
+def main() -> None:
+    """SSH bastion for MCP hosts: ssh -J bastion mcp-host, recorded."""
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init(settings: config_mod.Settings, as_json: bool) -> None:
+    """Create the state directory and the CA and audit keys (idempotent)."""
+    state_dir = settings.server.state_dir
+    created = Authorities.init(state_dir)
+    authorities = Authorities(state_dir)
+    store = open_store(settings)
+    if created:
+        store.log("ca.init", state_dir=str(state_dir), created=created)
+    store.close()
+    lines = {
+        "state_dir": str(state_dir),
+        "created": created,
+        "known_hosts": authorities.known_hosts_line(),
+        "trusted_user_ca_keys": authorities.trusted_user_ca_line(),
+    }
+    if as_json:
+        click.echo(json.dumps(lines, indent=2))
+        return
+    click.echo(f"state directory: {state_dir} ({'created ' + ', '.join(created) if created else 'already initialised'})")
+    click.echo("\nClients: add this line to ~/.ssh/known_hosts so that the bastion and every host behind it verify:")
+    click.echo(f"  {lines['known_hosts']}")
+    click.echo(f"\nTargets: save {state_dir / 'upstream_ca.pub'} on each target and add to its sshd_config:")
+    click.echo("  TrustedUserCAKeys /etc/ssh/bastion_upstream_ca.pub")
+    click.echo(f"  (the key: {lines['trusted_user_ca_keys']})")
+
+
+@main.command()
+@config_option
+def serve(settings: config_mod.Settings) -> None:
+    """Run the bastion on [server] listen until SIGINT or SIGTERM."""
+    from bastion.service import run
+
+    if not Authorities.is_initialised(settings.server.state_dir):
+        Authorities.init(settings.server.state_dir)
+    run(settings)
+
+
+@main.group()
+def cert() -> None:
+    """Issue user certificates (bootstrap and break-glass)."""
+
+
+@cert.command("issue")
+@config_option
+@click.option("--user", required=True, help="User name: the certificate's principal.")
+@click.option("--group", "groups", multiple=True, help="Group of the user (repeatable).")
+@click.option("--ttl", default=None, help="Validity, e.g. 1h (default: [certificates] user_ttl).")
+@click.option("--pubkey", required=True, type=click.Path(exists=True, dir_okay=False), help="The user's public key.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the certificate (default: KEY-cert.pub beside the public key).")
+@click.option("--json", "as_json", is_flag=True)
+def cert_issue(settings: config_mod.Settings, user: str, groups: tuple[str, ...], ttl: str | None,
+               pubkey: str, output: str | None, as_json: bool) -> None:
+    """Sign a user certificate for PUBKEY, recorded and audited."""
+    if not config_mod.LOGIN_NAME.match(user):
+        fail(f"--user: expected a login name such as 'alice', got {user!r}")
+    try:
+        seconds = config_mod.parse_duration(ttl) if ttl else settings.certificates.user_ttl
+    except ValueError as exc:
+        fail(f"--ttl: {exc}")
+    if seconds > settings.certificates.max_ttl:
+        fail(f"--ttl: longer than [certificates] max_ttl ({settings.certificates.max_ttl:.0f}s)")
+    try:
+        key = asyncssh.read_public_key(pubkey)
+    except (OSError, asyncssh.KeyImportError, ValueError) as exc:
+        fail(f"--pubkey: {pubkey} is not an OpenSSH public key: {exc}")
+    authorities = ensure_authorities(settings)
+    issued = authorities.issue_user(key, user, seconds)
+    store = open_store(settings)
+    record = {
+        "serial": issued.serial, "user": user, "groups": groups, "key_id": issued.key_id, "principals": [user],
+        "valid_after": issued.valid_after, "valid_before": issued.valid_before,
+        "fingerprint": key.get_fingerprint(), "issuer": "operator", "source": "cli", "issued_at": time.time(),
+    }
+    store.record_certificate(record).result()
+    store.log("cert.issued", **{k: v for k, v in record.items() if k != "principals"}).result()
+    store.close()
+    target = Path(output) if output else Path(pubkey[: -len(".pub")] if pubkey.endswith(".pub") else pubkey).with_name(
+        Path(pubkey).name.removesuffix(".pub") + "-cert.pub")
+    target.write_bytes(issued.openssh())
+    if as_json:
+        click.echo(json.dumps({**record, "groups": list(groups), "certificate": str(target)}))
+    else:
+        hours = seconds / 3600
+        click.echo(f"{target}: certificate for {user} (serial {issued.serial}, valid {hours:g}h)")
+
+
+@main.group()
+def sessions() -> None:
+    """Recorded sessions."""
+
+
+@sessions.command("list")
+@config_option
+@click.option("--live", is_flag=True, help="Only sessions still running.")
+@click.option("--json", "as_json", is_flag=True)
+def sessions_list(settings: config_mod.Settings, live: bool, as_json: bool) -> None:
+    """List recorded sessions, newest first."""
+    store = open_store(settings)
+    found = store.sessions(live=True if live else None)
+    store.close()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(s) for s in found], indent=2))
+        return
+    if not found:
+        click.echo("no sessions" + (" running" if live else " recorded yet"))
+        return
+    click.echo(f"{'SESSION':<16} {'STARTED':<19} {'USER':<12} {'TARGET':<20} {'WHAT':<30} {'STATUS'}")
+    for s in found:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_at))
+        what = (s.kind + (": " + s.command if s.command else "")) or "-"
+        status = s.status if s.status != "closed" else (
+            f"exit {s.exit_status}" if s.exit_status is not None else (f"signal {s.exit_signal}" if s.exit_signal else s.end_reason))
+        click.echo(f"{s.id:<16} {started:<19} {s.user:<12} {s.login + '@' + s.target:<20} {what[:30]:<30} {status}")
+
+
+@main.group()
+def audit() -> None:
+    """The evidence: exports and the audit log."""
+
+
+@audit.command("export")
+@config_option
+@click.argument("session_id")
+@click.option("--format", "fmt", type=click.Choice(["asciicast", "text", "jsonl"]), default="asciicast", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="File to write (default: stdout).")
+def audit_export(settings: config_mod.Settings, session_id: str, fmt: str, output: str | None) -> None:
+    """Export one session's recording (asciicast plays in `asciinema play`)."""
+    from bastion.audit.export import render
+
+    store = open_store(settings)
+    session = store.session(session_id)
+    if session is None:
+        store.close()
+        fail(f"no session {session_id!r}; see: bastion sessions list")
+        return
+    text = render(fmt, session, store.events(session.id))
+    store.close()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+@audit.command("log")
+@config_option
+@click.option("--type", "type_", default=None, help="Only events of this type, e.g. auth.failed.")
+@click.option("--json", "as_json", is_flag=True)
+def audit_log(settings: config_mod.Settings, type_: str | None, as_json: bool) -> None:
+    """Show the global audit log: logins, refusals, issuances."""
+    store = open_store(settings)
+    rows = store.audit_log(type_)
+    store.close()
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, sort_keys=True))
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["ts"]))
+            fields = " ".join(f"{k}={v}" for k, v in row["fields"].items())
+            click.echo(f"{row['seq']:>6} {when} {row['type']:<16} {fields}")

@@ -1,0 +1,335 @@
+"""bastion.toml -> validated, frozen settings.
+
+Every error is one line that names the file, the key and what is expected, so an operator can
+fix it without reading code. Relative paths are relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncssh
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_PATH = "bastion.toml"
+ENV_VAR = "BASTION_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message is one line for the operator."""
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '1h30m', '100ms', '2d' -> seconds. Raises ValueError with what is expected."""
+    expected = 'expected a duration such as "30s", "15m", "8h", "1h30m" or "100ms"'
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{expected}, got {text!r}")
+    compact = text.strip().replace(" ", "")
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(compact):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(compact) or pos == 0:
+        raise ValueError(f"{expected}, got {text!r}")
+    if total <= 0:
+        raise ValueError(f"expected a positive duration, got {text!r}")
+    return total
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'10.0.0.5:22', 'host.example:2222', '[::1]:22' -> (host, port)."""
+    expected = 'expected "host:port" such as "10.0.0.5:22" or "[::1]:22"'
+    if not isinstance(text, str):
+        raise ValueError(f"{expected}, got {text!r}")
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text.strip())
+    if not match:
+        raise ValueError(f"{expected}, got {text!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise ValueError(f"expected a port from 1 to 65535, got {port}")
+    return host, port
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f'expected a duration as a string such as "{value}s", got {value!r}')
+    return parse_duration(value)
+
+
+def _address(value: Any) -> tuple[str, int]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return str(value[0]), int(value[1])
+    return parse_address(value)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Address = Annotated[tuple[str, int], BeforeValidator(_address)]
+LOGIN_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+
+
+def _resolve(value: str, info: ValidationInfo) -> Path:
+    base = Path((info.context or {}).get("base_dir", "."))
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (base / path)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ServerSettings(_Section):
+    listen: Address = ("127.0.0.1", 2222)
+    state_dir: Path = Path("state")
+    database: Path | None = None  # default: <state_dir>/bastion.db
+    names: tuple[str, ...] = ("bastion", "localhost", "127.0.0.1")
+    accept_env: tuple[str, ...] = ("LANG", "LC_*", "TERM", "COLORTERM", "TZ")
+    login_grace: Duration = 30.0
+
+    @field_validator("state_dir", "database", mode="before")
+    @classmethod
+    def _relative_to_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a path as a string, got {value!r}")
+        return _resolve(value, info)
+
+    @model_validator(mode="after")
+    def _default_database(self, info: ValidationInfo) -> ServerSettings:
+        if not self.state_dir.is_absolute():
+            object.__setattr__(self, "state_dir", _resolve(str(self.state_dir), info))
+        if self.database is None:
+            object.__setattr__(self, "database", self.state_dir / "bastion.db")
+        return self
+
+    def env_accepted(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.accept_env)
+
+    @property
+    def database_path(self) -> Path:
+        assert self.database is not None
+        return self.database
+
+
+class CertificateSettings(_Section):
+    user_ttl: Duration = 8 * 3600.0
+    workload_ttl: Duration = 15 * 60.0
+    max_ttl: Duration = 24 * 3600.0
+    upstream_ttl: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _within_max(self) -> CertificateSettings:
+        for key in ("user_ttl", "workload_ttl"):
+            if getattr(self, key) > self.max_ttl:
+                raise ValueError(f"{key} is longer than max_ttl; expected at most max_ttl")
+        return self
+
+
+class RecordingSettings(_Section):
+    enabled: bool = True
+    flush_interval: Duration = 0.05
+
+
+class HostSettings(_Section):
+    name: str
+    address: Address
+    logins: tuple[str, ...]
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    credential: str = "ca"
+    port: int = Field(default=22, ge=1, le=65535)  # the port users name: ssh -J bastion host
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not HOST_NAME.match(value):
+            raise ValueError(f"expected a host name of letters, digits, '.', '-', '_', got {value!r}")
+        return value
+
+    @field_validator("logins")
+    @classmethod
+    def _logins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('expected at least one login, such as ["mcp"]')
+        for login in value:
+            if not LOGIN_NAME.match(login):
+                raise ValueError(f"expected login names like 'mcp', got {login!r}")
+        return value
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                asyncssh.import_public_key(value)
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise ValueError(f'expected an OpenSSH public key "ssh-ed25519 AAAA...": {exc}') from None
+        return value
+
+    @field_validator("known_hosts", mode="before")
+    @classmethod
+    def _known_hosts(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a path as a string, got {value!r}")
+        return _resolve(value, info)
+
+    @field_validator("credential", mode="before")
+    @classmethod
+    def _credential(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "ca":
+            return value
+        if isinstance(value, str) and value.startswith("key:") and len(value) > 4:
+            return "key:" + str(_resolve(value[4:], info))
+        raise ValueError(f'expected "ca" or "key:path/to/private_key", got {value!r}')
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> HostSettings:
+        if (self.host_key is None) == (self.known_hosts is None):
+            raise ValueError(
+                "expected exactly one of host_key or known_hosts: the target's key is always verified"
+            )
+        return self
+
+    @property
+    def key_path(self) -> Path | None:
+        return Path(self.credential[4:]) if self.credential.startswith("key:") else None
+
+
+class Settings(_Section):
+    """The whole configuration, frozen."""
+
+    path: Path = Path(DEFAULT_PATH)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    certificates: CertificateSettings = Field(default_factory=CertificateSettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    hosts: tuple[HostSettings, ...] = ()
+
+    @field_validator("hosts")
+    @classmethod
+    def _unique_names(cls, hosts: tuple[HostSettings, ...]) -> tuple[HostSettings, ...]:
+        seen: set[str] = set()
+        for host in hosts:
+            if host.name in seen:
+                raise ValueError(f"expected unique host names; {host.name!r} is declared twice")
+            seen.add(host.name)
+        return hosts
+
+    def host(self, name: str) -> HostSettings | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate a configuration file; raise ConfigError with one line on any problem."""
+    file = Path(path) if path is not None else default_path()
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such configuration file; pass -c FILE or set ${ENV_VAR}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    if "path" in raw:
+        raise ConfigError(f"{file}: path: unknown key")
+    raw["path"] = str(file)
+    raw.setdefault("server", {})  # so that defaults are resolved against the file's folder
+    try:
+        settings = Settings.model_validate(raw, context={"base_dir": str(file.parent.resolve())})
+    except ValidationError as exc:
+        raise ConfigError(f"{file}: {_describe(exc)}") from None
+    for host in settings.hosts:
+        _check_files(file, settings, host)
+    return settings
+
+
+def _check_files(file: Path, settings: Settings, host: HostSettings) -> None:
+    index = settings.hosts.index(host)
+    if host.known_hosts is not None and not host.known_hosts.is_file():
+        raise ConfigError(f"{file}: hosts[{index}].known_hosts: expected an existing file, got {host.known_hosts}")
+    key_path = host.key_path
+    if key_path is not None and not key_path.is_file():
+        raise ConfigError(f"{file}: hosts[{index}].credential: expected an existing private key file, got {key_path}")
+
+
+_TYPE_WORDS = {
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "dict_type": "expected a table",
+    "model_type": "expected a table",
+    "missing": "missing required key",
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first validation error as 'key.path: what is expected'."""
+    error = exc.errors()[0]
+    loc = _format_loc(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key; expected one of: {', '.join(_allowed_keys(error['loc']))}"
+    message = _TYPE_WORDS.get(kind)
+    if message is None:
+        message = str(error["msg"]).removeprefix("Value error, ")
+    elif kind != "missing":
+        message = f"{message}, got {error.get('input')!r}"
+    return f"{loc}: {message}" if loc else message
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.startswith("function-") or part.startswith("tagged-union"):
+            continue
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        candidates = [t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not candidates:
+            break
+        model = candidates[0]
+    return sorted(k for k in model.model_fields if k != "path")

@@ -1,0 +1,1 @@
+"""Identity: certificate authorities, certificates and who a connection belongs to."""

@@ -1,0 +1,1 @@
+"""SSH: the outer server, the inner servers presented as targets, upstream connections."""

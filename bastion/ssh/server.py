@@ -1,0 +1,167 @@
+"""The outer SSH server: user-certificate authentication and routing of channels.
+
+Only certificates signed by the user CA, issued and recorded by this bastion and not revoked, are
+accepted: no passwords, no plain keys. A direct-tcpip channel is accepted only to an inventory
+host's name and SSH port, where it gets an inner server; everything else is refused and logged,
+so the bastion is never an open relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncssh
+
+from bastion.identity.ca import CertificateRejected, Identity
+from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
+from bastion.logs import log
+from bastion.ssh.context import BastionContext, new_connection_id
+from bastion.ssh.inner import inner_connection
+
+
+class OuterConnection(asyncssh.SSHServerConnection):
+    """Binds the identity of the certificate that completed authentication to the connection."""
+
+    identity: Identity | None = None
+    ctx: BastionContext
+
+    async def validate_public_key(self, username: str, key_data: bytes, msg: bytes, signature: bytes) -> bool:
+        owner: OuterServer = self._owner  # type: ignore[assignment]
+        if not is_certificate(key_data):
+            owner.auth_failure(username, "plain keys are not accepted; log in to get a certificate", final=bool(msg))
+            return False
+        try:
+            info = parse_certificate(key_data)
+            self.ctx.authorities.check_user_certificate(info, username, time.time())
+            record = self.ctx.store.certificate(info.serial)
+            if record is None:
+                raise CertificateRejected(f"certificate serial {info.serial} was not issued by this bastion")
+            if record["revoked_at"] is not None:
+                raise CertificateRejected(f"certificate serial {info.serial} has been revoked")
+        except (CertificateRejected, CertificateFormatError) as exc:
+            owner.auth_failure(username, str(exc), final=bool(msg))
+            return False
+        if not await super().validate_public_key(username, key_data, msg, signature):
+            owner.auth_failure(username, "certificate signature or validity check failed", final=bool(msg))
+            return False
+        if msg:  # the signature was checked: this key now authenticates the connection
+            self.identity = Identity(username, tuple(record["groups"]), info.serial, info.key_id)
+        return True
+
+
+class OuterServer(asyncssh.SSHServer):
+    def __init__(self, ctx: BastionContext) -> None:
+        self.ctx = ctx
+        self.conn: OuterConnection | None = None
+        self.id = new_connection_id()
+        self.source = ""
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn  # type: ignore[assignment]
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self.source = f"{peer[0]}:{peer[1]}"
+        self.ctx.live.add(self)
+        log("connection", connection=self.id, source=self.source)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.live.discard(self)
+        log("connection.closed", connection=self.id, source=self.source, reason=str(exc) if exc else "closed")
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return key.public_data == self.ctx.authorities.user_ca.public_data
+
+    def auth_failure(self, username: str, reason: str, final: bool) -> None:
+        if final:
+            self.ctx.audit("auth.failed", connection=self.id, source=self.source, user=username, reason=reason)
+        else:
+            log("auth.rejected", connection=self.id, source=self.source, user=username, reason=reason)
+
+    def auth_completed(self) -> None:
+        identity = self.identity
+        self.ctx.audit("auth.ok", connection=self.id, source=self.source, user=identity.user,
+                       groups=list(identity.groups), serial=identity.serial, key_id=identity.key_id)
+
+    @property
+    def identity(self) -> Identity:
+        assert self.conn is not None and self.conn.identity is not None
+        return self.conn.identity
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
+        host = self.ctx.settings.host(dest_host)
+        destination = f"{dest_host}:{dest_port}"
+        if host is None or dest_port != host.port:
+            reason = f"{destination} is not a host in this bastion's inventory"
+            self.ctx.audit("channel.refused", connection=self.id, user=self.identity.user,
+                           source=self.source, destination=destination, reason=reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}")
+        channel_id = f"{self.id}{new_connection_id()[:4]}"
+        log("channel", connection=self.id, channel=channel_id, user=self.identity.user, destination=destination)
+        return inner_connection(self.ctx, self.identity, host, self.source, channel_id)
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        self.ctx.audit("forward.refused", connection=self.id, user=self.identity.user,
+                       destination=f"{listen_host}:{listen_port}", reason="remote forwarding is not offered")
+        return False
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+        return BastionShell(self.ctx, self.identity)
+
+
+class BastionShell(asyncssh.SSHServerSession[bytes]):
+    """`ssh bastion`: there is no shell on the bastion; say how to reach a host instead."""
+
+    def __init__(self, ctx: BastionContext, identity: Identity) -> None:
+        self.ctx = ctx
+        self.identity = identity
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+        self.chan = chan
+
+    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any) -> bool:
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def session_started(self) -> None:
+        assert self.chan is not None
+        hosts = ", ".join(h.name for h in self.ctx.settings.hosts) or "(none configured)"
+        self.chan.write_stderr(
+            f"bastion: there is no shell here, {self.identity.user}. Reach a host with: ssh -J <this bastion> HOST\r\n"
+            f"bastion: hosts: {hosts}\r\n".encode()
+        )
+        self.chan.exit(1)
+
+
+async def listen(ctx: BastionContext) -> asyncio.AbstractServer:
+    """Start accepting connections on [server] listen."""
+    settings = ctx.settings.server
+    options = asyncssh.SSHServerConnectionOptions(
+        server_factory=lambda: OuterServer(ctx),
+        server_host_keys=[(ctx.authorities.host_key, ctx.authorities.outer_host_certificate(settings.names))],
+        password_auth=False, kbdint_auth=False, gss_host=None, host_based_auth=False,
+        allow_pty=True, line_editor=False, agent_forwarding=False, x11_forwarding=False,
+        allow_scp=False, sftp_factory=None, login_timeout=settings.login_grace, config=None,
+        keepalive_interval=60, encoding=None,
+    )
+    loop = asyncio.get_running_loop()
+
+    def connection_factory() -> OuterConnection:
+        conn = OuterConnection(loop, options, None, None)
+        conn.ctx = ctx
+        return conn
+
+    host, port = settings.listen
+    return await loop.create_server(connection_factory, host, port, reuse_address=True)

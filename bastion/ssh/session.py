@@ -1,0 +1,256 @@
+"""Bridges one session channel (shell, exec or subsystem) from the client to the target.
+
+The client side is the inner server's channel; the target side is a channel on the upstream
+connection. Bytes flow both ways with SSH flow control carried across: when one side's send
+buffer fills, the other side stops reading, so a slow peer never makes the bastion buffer a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import asyncssh
+
+from bastion.audit import events as ev
+from bastion.audit.recording import SessionRecording
+from bastion.logs import log
+from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
+
+SUBSYSTEMS = ("sftp",)
+
+
+class TargetSide(asyncssh.SSHClientSession[bytes]):
+    """The upstream half: what the target sends goes to the client and the recording."""
+
+    def __init__(self, bridge: SessionBridge) -> None:
+        self.bridge = bridge
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, bool, str, str] | None = None
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.bridge.from_target(data, datatype == asyncssh.EXTENDED_DATA_STDERR)
+
+    def eof_received(self) -> bool:
+        self.bridge.target_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.exit_signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        self.bridge.client_reading(False)
+
+    def resume_writing(self) -> None:
+        self.bridge.client_reading(True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.bridge.target_closed(self, exc)
+
+
+class SessionBridge(asyncssh.SSHServerSession[bytes]):
+    """The client half, presented by the inner server; opens the target half when started."""
+
+    def __init__(
+        self,
+        upstream: asyncssh.SSHClientConnection,
+        new_recording: Callable[[], SessionRecording],
+        env_accepted: Callable[[str], bool],
+    ) -> None:
+        self.upstream = upstream
+        self.recording = new_recording()
+        self.env_accepted = env_accepted
+        self.client: asyncssh.SSHServerChannel[bytes] | None = None
+        self.target: asyncssh.SSHClientChannel[bytes] | None = None
+        self.pty: tuple[str, tuple[int, int, int, int], dict[int, int]] | None = None
+        self.command: str | None = None
+        self.subsystem: str | None = None
+        self.sftp: SftpInspector | None = None
+        self.pending_eof = False
+        self.pending_input: list[bytes] = []  # what arrived before the target side opened
+        self.client_gone = False
+        self._start: asyncio.Task[None] | None = None
+
+    # Requests from the client, before the session starts.
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+        self.client = chan
+
+    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: dict[int, int]) -> bool:
+        self.pty = (term_type, term_size, dict(term_modes))
+        cols, rows = term_size[0], term_size[1]
+        self.recording.note(ev.PTY, term=term_type, cols=cols, rows=rows)
+        self.recording.describe(term=term_type, cols=cols, rows=rows)
+        return True
+
+    def shell_requested(self) -> bool:
+        self.recording.describe(kind="shell")
+        self.recording.note(ev.SHELL)
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.command = command
+        self.recording.describe(kind="exec", command=command)
+        self.recording.note(ev.EXEC, command=command)
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem not in SUBSYSTEMS:
+            self.recording.note(ev.MARKER, text=f"subsystem {subsystem!r} refused")
+            return False
+        self.subsystem = subsystem
+        self.sftp = SftpInspector()
+        self.recording.describe(kind="subsystem", command=subsystem)
+        self.recording.note(ev.SUBSYSTEM, name=subsystem)
+        return True
+
+    def session_started(self) -> None:
+        assert self.client is not None
+        self.client.pause_reading()  # until the target side exists
+        self._start = asyncio.ensure_future(self._open_target())
+
+    async def _open_target(self) -> None:
+        assert self.client is not None
+        env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
+        for name, value in sorted(env.items()):
+            self.recording.note(ev.ENV, name=name, value=value)
+        options: dict[str, Any] = {"env": env or (), "encoding": None}
+        if self.pty is not None:
+            term, size, modes = self.pty
+            options.update(term_type=term, term_size=size, term_modes=modes)
+        try:
+            self.target, _ = await self.upstream.create_session(
+                lambda: TargetSide(self), self.command, subsystem=self.subsystem, **options
+            )
+        except (asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            self.client.write_stderr(f"bastion: the target refused the session: {reason}\r\n".encode())
+            self.recording.note(ev.MARKER, text=f"target refused the session: {reason}")
+            self.recording.close("target refused the session", exit_status=255)
+            self.client.exit(255)
+            return
+        log("session.start", session=self.recording.id, kind=self.recording.info.kind,
+            command=self.command or self.subsystem or "", user=self.recording.info.user,
+            target=self.recording.info.target, login=self.recording.info.login)
+        if self.client_gone:
+            self.target.close()
+            return
+        for data in self.pending_input:
+            self.target.write(data)
+        self.pending_input.clear()
+        if self.pending_eof:
+            self.target.write_eof()
+        self.client.resume_reading()
+
+    # Client -> target.
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.recording.input(len(data))
+        if self.sftp is not None:
+            self._transfers(self.sftp.client_data(data))
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            return  # clients do not send stderr; OpenSSH drops it too
+        if self.target is None:  # delivered before pause_reading took effect; bounded by the window
+            self.pending_input.append(data)
+        else:
+            self.target.write(data)
+
+    def eof_received(self) -> bool:
+        self.recording.note(ev.EOF_, **{"from": "client"})
+        if self.target is None:
+            self.pending_eof = True
+        else:
+            self.target.write_eof()
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self.recording.note(ev.RESIZE, cols=width, rows=height)
+        if self.target is not None:
+            self.target.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        self.recording.note(ev.SIGNAL, name=signal)
+        if self.target is not None:
+            self.target.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        self.recording.note(ev.BREAK, msec=msec)
+        if self.target is not None:
+            self.target.send_break(msec)
+        return True
+
+    def pause_writing(self) -> None:
+        if self.target is not None:
+            self.target.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.target is not None:
+            self.target.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client_gone = True
+        if self.target is not None:
+            self.target.close()
+        elif self._start is not None and not self._start.done():
+            self._start.cancel()
+        self._finish_transfers()
+        self.recording.close("client closed the session" if exc is None else f"client connection lost: {exc}")
+
+    # Target -> client.
+    def from_target(self, data: bytes, stderr: bool) -> None:
+        if self.client_gone or self.client is None:
+            return
+        if self.sftp is not None:
+            self._transfers(self.sftp.server_data(data))
+            self.recording.bytes_out += len(data)  # file contents are counted, not recorded
+        else:
+            self.recording.output(data, stderr)
+        if stderr:
+            self.client.write_stderr(data)
+        else:
+            self.client.write(data)
+
+    def target_eof(self) -> None:
+        self.recording.note(ev.EOF_, **{"from": "target"})
+        if self.client is not None and not self.client_gone:
+            self.client.write_eof()
+
+    def client_reading(self, on: bool) -> None:
+        if self.client is not None and not self.client_gone:
+            if on:
+                self.client.resume_reading()
+            else:
+                self.client.pause_reading()
+
+    def target_closed(self, side: TargetSide, exc: Exception | None) -> None:
+        self._finish_transfers()
+        if self.client_gone or self.client is None:
+            return
+        if side.exit_status is not None:
+            self.recording.close("exit", exit_status=side.exit_status)
+            self.client.exit(side.exit_status)
+        elif side.exit_signal is not None:
+            signal, core_dumped, msg, lang = side.exit_signal
+            self.recording.close("exit", exit_signal=signal)
+            self.client.exit_with_signal(signal, core_dumped, msg, lang)
+        else:
+            reason = "target closed the session" if exc is None else f"target connection lost: {exc}"
+            self.recording.close(reason)
+            self.client.close()
+
+    def _transfers(self, found: list[Transfer | FileOperation]) -> None:
+        for item in found:
+            if isinstance(item, Transfer):
+                self.recording.note(
+                    ev.TRANSFER, protocol="sftp", op=item.op, path=item.path,
+                    bytes=item.bytes_read + item.bytes_written, status=item.status,
+                )
+            else:
+                self.recording.note(ev.TRANSFER, protocol="sftp", op=item.op, path=item.path, target=item.target)
+
+    def _finish_transfers(self) -> None:
+        if self.sftp is not None:
+            self._transfers(list(self.sftp.close()))
+            self.sftp = None

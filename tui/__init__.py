@@ -1,0 +1,1 @@
+"""The Textual app for approvers and auditors (approvals queue, live sessions, replay)."""
