@@ -57,6 +57,8 @@ class OuterServer(asyncssh.SSHServer):
         self.conn: OuterConnection | None = None
         self.id = new_connection_id()
         self.source = ""
+        self.refused_user = ""
+        self.refusals: list[str] = []  # why each offered key was refused, logged once at the end
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn  # type: ignore[assignment]
@@ -67,6 +69,9 @@ class OuterServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.live.discard(self)
+        if self.refusals and (self.conn is None or self.conn.identity is None):
+            self.ctx.audit("auth.failed", connection=self.id, source=self.source, user=self.refused_user,
+                           reason=self.refusals[-1], reasons=self.refusals)
         log("connection.closed", connection=self.id, source=self.source, reason=str(exc) if exc else "closed")
 
     def begin_auth(self, username: str) -> bool:
@@ -79,10 +84,10 @@ class OuterServer(asyncssh.SSHServer):
         return key.public_data == self.ctx.authorities.user_ca.public_data
 
     def auth_failure(self, username: str, reason: str, final: bool) -> None:
-        if final:
-            self.ctx.audit("auth.failed", connection=self.id, source=self.source, user=username, reason=reason)
-        else:
-            log("auth.rejected", connection=self.id, source=self.source, user=username, reason=reason)
+        log("auth.rejected", connection=self.id, source=self.source, user=username, reason=reason)
+        self.refused_user = username
+        if reason not in self.refusals:
+            self.refusals.append(reason)
 
     def auth_completed(self) -> None:
         identity = self.identity

@@ -19,6 +19,7 @@ from bastion.logs import log
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 
 SUBSYSTEMS = ("sftp",)
+SFTP_MAX_PACKET = 16 * 1024 * 1024
 
 
 class TargetSide(asyncssh.SSHClientSession[bytes]):
@@ -70,6 +71,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self.command: str | None = None
         self.subsystem: str | None = None
         self.sftp: SftpInspector | None = None
+        self._sftp_broken_noted = False
         self.pending_eof = False
         self.pending_input: list[bytes] = []  # what arrived before the target side opened
         self.client_gone = False
@@ -102,7 +104,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self.recording.note(ev.MARKER, text=f"subsystem {subsystem!r} refused")
             return False
         self.subsystem = subsystem
-        self.sftp = SftpInspector()
+        # Payloads are skipped, not buffered, so a generous frame limit costs no memory; asyncssh
+        # peers negotiate 4 MiB packets, OpenSSH's sftp-server 256 KiB.
+        self.sftp = SftpInspector(max_packet=SFTP_MAX_PACKET)
         self.recording.describe(kind="subsystem", command=subsystem)
         self.recording.note(ev.SUBSYSTEM, name=subsystem)
         return True
@@ -241,6 +245,10 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self.client.close()
 
     def _transfers(self, found: list[Transfer | FileOperation]) -> None:
+        if self.sftp is not None and self.sftp.broken and not self._sftp_broken_noted:
+            self._sftp_broken_noted = True
+            self.recording.note(ev.MARKER, text=f"sftp inspection stopped: {self.sftp.reason}")
+            log("sftp.inspection_stopped", session=self.recording.id, reason=self.sftp.reason)
         for item in found:
             if isinstance(item, Transfer):
                 self.recording.note(

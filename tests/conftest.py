@@ -1,0 +1,205 @@
+"""Fixtures with real parts: Debian's sshd as the target, `bastion serve` as a process, OpenSSH's ssh.
+
+One bastion and one target serve the whole run (they are slow to start, and tests that need a
+different setup start their own). Every test gets its own session ids, so tests do not interfere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bastion.audit.store import Store
+from bastion.targets import TargetSshd, ensure_login, free_port
+
+BIN = Path(sys.executable).parent
+
+
+def run_bastion(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(BIN / "bastion"), *args], capture_output=True, text=True, timeout=60, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"bastion {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+@dataclass
+class BastionEnv:
+    """A running bastion with one real target, and an ssh client configured for a user."""
+
+    root: Path
+    config: Path
+    port: int
+    target: TargetSshd
+    login: str
+    user_key: Path
+    ssh_config: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def ssh(self, *args: str, input: bytes | None = None, timeout: float = 120, jump: bool = True,
+            host: str = "mcp-host", login: str | None = None) -> subprocess.CompletedProcess[bytes]:
+        """`ssh -F cfg -J bastion LOGIN@HOST ARGS...` with the real OpenSSH client."""
+        destination = f"{login or self.login}@{host}"
+        command = ["ssh", "-F", str(self.ssh_config), *(["-J", "bastion"] if jump else []), destination, *args]
+        return subprocess.run(command, input=input, capture_output=True, timeout=timeout)
+
+    def bastion(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_bastion(*args, "-c", str(self.config), check=check)
+
+    def store(self) -> Store:
+        return Store(self.root / "state" / "bastion.db")
+
+    def issue(self, user: str, key_name: str, *extra: str) -> Path:
+        key = self.root / key_name
+        if not key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        run_bastion("cert", "issue", "-c", str(self.config), "--user", user, "--pubkey", f"{key}.pub", *extra)
+        return key
+
+    def latest_session(self, command_part: str) -> str:
+        """The id of the newest session whose command contains `command_part`."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            rows = json.loads(self.bastion("sessions", "list", "--json").stdout)
+            for row in rows:
+                if command_part in (row["command"] or "") and row["status"] != "live":
+                    return str(row["id"])
+            time.sleep(0.1)
+        raise AssertionError(f"no finished session with {command_part!r}")
+
+    def start(self) -> None:
+        log = open(self.root / "serve.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen([str(BIN / "bastion"), "serve", "-c", str(self.config)],
+                                        stdout=log, stderr=log, start_new_session=True)
+        wait_for_port(self.port, self.process, self.root / "serve.log")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 15) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"process exited early: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def write_config(root: Path, port: int, target: TargetSshd, login: str, extra: str = "") -> Path:
+    wrong_key = root / "wrong_host_key"
+    if not wrong_key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)], check=True)
+    wrong_pub = " ".join(wrong_key.with_suffix(".pub").read_text().split()[:2])
+    (root / "known_hosts").write_text(target.known_hosts_line() + "\n")
+    config = root / "bastion.toml"
+    config.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+state_dir = "state"
+
+[[hosts]]
+name = "mcp-host"
+address = "127.0.0.1:{target.port}"
+logins = ["{login}"]
+known_hosts = "known_hosts"
+
+[[hosts]]
+name = "pinned-host"
+address = "127.0.0.1:{target.port}"
+logins = ["{login}"]
+host_key = "{target.host_public_key()}"
+
+[[hosts]]
+name = "wrong-key-host"
+address = "127.0.0.1:{target.port}"
+logins = ["{login}"]
+host_key = "{wrong_pub}"
+
+[[hosts]]
+name = "key-host"
+address = "127.0.0.1:{target.port}"
+logins = ["{login}"]
+host_key = "{target.host_public_key()}"
+credential = "key:upstream_key"
+{extra}
+""")
+    return config
+
+
+def write_ssh_config(root: Path, port: int, user: str, key: Path, known_hosts_line: str) -> Path:
+    (root / "client_known_hosts").write_text(known_hosts_line + "\n")
+    path = root / "ssh_config"
+    path.write_text(f"""Host bastion
+  HostName 127.0.0.1
+  Port {port}
+  User {user}
+Host *
+  IdentityFile {key}
+  CertificateFile {key}-cert.pub
+  IdentitiesOnly yes
+  UserKnownHostsFile {root / 'client_known_hosts'}
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
+  ServerAliveInterval 5
+  ServerAliveCountMax 6
+""")
+    return path
+
+
+def make_env(root: Path) -> BastionEnv:
+    if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
+        raise RuntimeError("sshd is missing: install Debian's openssh-server (scripts/test does)")
+    login = ensure_login()
+    port = free_port()
+    state = root / "state"
+    (root / "bastion.toml").write_text(f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n')
+    init = json.loads(run_bastion("init", "-c", str(root / "bastion.toml"), "--json").stdout)
+    target = TargetSshd("mcp-host", root / "target", state / "upstream_ca.pub").start()
+    # The key credential ("key:upstream_key") is accepted by the target through authorized_keys.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "upstream_key")], check=True)
+    os.chmod(root / "upstream_key", 0o600)
+    (target.authorized_keys_dir / login).write_text((root / "upstream_key.pub").read_text())
+    config = write_config(root, port, target, login)
+    key = root / "alice"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    run_bastion("cert", "issue", "-c", str(config), "--user", "alice", "--group", "dev", "--pubkey", f"{key}.pub")
+    ssh_config = write_ssh_config(root, port, "alice", key, init["known_hosts"])
+    env = BastionEnv(root, config, port, target, login, key, ssh_config)
+    env.start()
+    return env
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[BastionEnv]:
+    # Not under pytest's 0700 tmp folder: sshd reads authorized_keys as the target's login.
+    root = Path(tempfile.mkdtemp(prefix="bastion-test-"))
+    os.chmod(root, 0o755)
+    environment = make_env(root)
+    try:
+        yield environment
+    finally:
+        environment.stop()
+        environment.target.stop()
+        shutil.rmtree(root, ignore_errors=True)

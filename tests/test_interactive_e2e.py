@@ -1,0 +1,139 @@
+"""End to end: an interactive shell through a pty (tmux drives the real ssh client, we read its screen)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import BastionEnv
+
+pytestmark = pytest.mark.e2e
+
+
+class Terminal:
+    """A tmux window running `ssh -t -J bastion mcp-host`."""
+
+    def __init__(self, env: BastionEnv, cols: int = 100, rows: int = 30) -> None:
+        self.name = f"bastion-{uuid.uuid4().hex[:8]}"
+        command = f"ssh -F {env.ssh_config} -t -J bastion {env.login}@mcp-host"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(cols), "-y", str(rows), command],
+                       check=True)
+
+    def screen(self) -> str:
+        result = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
+        return result.stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def line(self, text: str) -> None:
+        self.keys("-l", text)
+        self.keys("Enter")
+
+    def wait_for(self, pattern: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if re.search(pattern, screen, re.MULTILINE):
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} never appeared; screen:\n{self.screen()}")
+
+    def resize(self, cols: int, rows: int) -> None:
+        subprocess.run(["tmux", "resize-window", "-t", self.name, "-x", str(cols), "-y", str(rows)], check=True)
+
+    def alive(self) -> bool:
+        return subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True).returncode == 0
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+@pytest.fixture
+def terminal(env: BastionEnv) -> Iterator[Terminal]:
+    assert shutil.which("tmux"), "tmux is needed for the interactive tests (scripts/test installs it)"
+    term = Terminal(env)
+    try:
+        term.wait_for(r"[$#]\s*$")
+        yield term
+    finally:
+        term.close()
+
+
+def test_shell_runs_commands_and_sees_window_changes(env: BastionEnv, terminal: Terminal) -> None:
+    terminal.line("echo answer=$((6*7))")
+    terminal.wait_for(r"^answer=42")
+    terminal.line("stty size")
+    terminal.wait_for(r"^30 100$")
+    terminal.resize(120, 40)
+    time.sleep(0.3)
+    terminal.line("stty size")
+    terminal.wait_for(r"^40 120$")
+    terminal.line("echo term=$TERM")
+    terminal.wait_for(r"^term=(screen|tmux)")
+
+
+def test_ctrl_c_interrupts_a_running_command(terminal: Terminal) -> None:
+    terminal.line("sleep 100; echo not-interrupted")
+    time.sleep(0.5)
+    started = time.monotonic()
+    terminal.keys("C-c")
+    terminal.line("echo after-interrupt")
+    terminal.wait_for(r"^after-interrupt", timeout=5)
+    assert time.monotonic() - started < 5
+    assert "not-interrupted" not in terminal.screen().replace("echo not-interrupted", "")
+
+
+def test_full_screen_programs_work(terminal: Terminal) -> None:
+    terminal.line("less /etc/services")
+    terminal.wait_for(r"^ftp\s+21/tcp")
+    terminal.keys("q")
+    terminal.line("echo left-less")
+    terminal.wait_for(r"^left-less")
+    terminal.line("vim -u NONE -N vim-test.txt")
+    terminal.wait_for(r"vim-test\.txt")
+    terminal.keys("i")
+    terminal.keys("-l", "written in vim")
+    terminal.keys("Escape")
+    terminal.keys("-l", ":wq")
+    terminal.keys("Enter")
+    terminal.line("cat vim-test.txt && rm vim-test.txt")
+    terminal.wait_for(r"^written in vim$")
+    terminal.line("top -d 0.5")
+    terminal.wait_for(r"PID\s+USER")
+    terminal.keys("q")
+    terminal.line("echo left-top")
+    terminal.wait_for(r"^left-top")
+
+
+def test_shell_session_is_recorded_with_pty_and_resize(env: BastionEnv, terminal: Terminal) -> None:
+    marker = uuid.uuid4().hex[:12]
+    terminal.line(f"echo recorded-{marker}")
+    terminal.wait_for(f"^recorded-{marker}")
+    terminal.resize(90, 25)
+    time.sleep(0.3)
+    terminal.line("exit 0")
+    deadline = time.monotonic() + 10
+    while terminal.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    store = env.store()
+    for _ in range(50):
+        found = [s for s in store.sessions() if s.kind == "shell" and s.status == "closed" and any(
+            marker.encode() in e.data for e in store.events(s.id) if e.type == "stdout")]
+        if found:
+            break
+        time.sleep(0.1)
+    assert found, "the shell session was not recorded"
+    session = found[0]
+    assert session.term and session.cols == 100 and session.rows == 30 and session.exit_status == 0
+    events = list(store.events(session.id))
+    assert any(e.type == "resize" and e.fields() == {"cols": 90, "rows": 25} for e in events)
+    assert any(e.type == "input" for e in events)
+    text = env.bastion("audit", "export", session.id, "--format", "text").stdout
+    assert f"recorded-{marker}" in text

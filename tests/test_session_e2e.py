@@ -1,0 +1,165 @@
+"""End to end: the real OpenSSH client through the bastion to a real sshd, and what is recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from tests.conftest import BastionEnv
+
+pytestmark = pytest.mark.e2e
+
+
+def test_exec_exit_status_and_separate_stderr(env: BastionEnv) -> None:
+    result = env.ssh("echo out-$(whoami); echo err-line >&2; exit 3")
+    assert result.returncode == 3
+    assert result.stdout == f"out-{env.login}\n".encode()
+    assert b"err-line" in result.stderr
+    assert b"out-" not in result.stderr
+
+
+def test_exit_signal_is_carried_to_the_client_and_recorded(env: BastionEnv) -> None:
+    result = env.ssh("echo before-signal; kill -TERM $$")
+    assert result.returncode == 255  # OpenSSH exits 255 when the remote command dies of a signal
+    assert b"before-signal" in result.stdout
+    session = env.store().session(env.latest_session("before-signal"))
+    assert session is not None and session.exit_signal == "TERM" and session.exit_status is None
+
+
+def test_upstream_certificate_names_the_real_user(env: BastionEnv) -> None:
+    assert env.ssh("true").returncode == 0
+    log = (env.target.directory / "sshd.log").read_text()
+    accepted = re.findall(r'Accepted certificate ID "bastion user=alice session=([0-9a-f]+)"', log)
+    assert accepted, log[-2000:]
+
+
+def test_large_transfers_are_byte_exact_both_ways(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
+    payload = os.urandom(100 * 1024 * 1024)
+    digest = hashlib.sha256(payload).hexdigest()
+    upload = env.ssh("cat > big.bin && sha256sum big.bin", input=payload)
+    assert upload.returncode == 0, upload.stderr
+    assert upload.stdout.split()[0].decode() == digest
+    download = env.ssh("cat big.bin && rm big.bin")
+    assert download.returncode == 0
+    assert len(download.stdout) == len(payload)
+    assert hashlib.sha256(download.stdout).hexdigest() == digest
+    session = env.store().session(env.latest_session("cat big.bin && rm"))
+    assert session is not None and session.bytes_out == len(payload) and session.exit_status == 0
+
+
+def test_env_allow_list(env: BastionEnv) -> None:
+    command = ["ssh", "-F", str(env.ssh_config), "-o", "SendEnv=LANG SECRET_TOKEN", "-J", "bastion",
+               f"{env.login}@mcp-host", 'echo "lang=$LANG token=$SECRET_TOKEN"']
+    result = subprocess.run(command, capture_output=True, timeout=60,
+                            env={**os.environ, "LANG": "C.UTF-8", "SECRET_TOKEN": "leak"})
+    assert result.stdout == b"lang=C.UTF-8 token=\n"
+
+
+def test_scp_both_ways(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
+    source = os.path.join(tmp_path, "report.bin")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    with open(source, "wb") as file:
+        file.write(data)
+    base = ["scp", "-q", "-F", str(env.ssh_config), "-J", "bastion"]
+    up = subprocess.run([*base, source, f"{env.login}@mcp-host:scp-up.bin"], capture_output=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    back = os.path.join(tmp_path, "back.bin")
+    down = subprocess.run([*base, f"{env.login}@mcp-host:scp-up.bin", back], capture_output=True, timeout=60)
+    assert down.returncode == 0, down.stderr
+    with open(back, "rb") as file:
+        assert file.read() == data
+    transfers = _transfers(env)
+    assert {"op": "write", "bytes": len(data)} in [{"op": t["op"], "bytes": t["bytes"]} for t in transfers
+                                                   if t["path"].endswith("scp-up.bin")]
+    assert any(t["op"] == "read" and t["bytes"] == len(data) and t["path"].endswith("scp-up.bin") for t in transfers)
+
+
+def test_sftp_batch(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
+    source = os.path.join(tmp_path, "notes.txt")
+    with open(source, "w") as file:
+        file.write("notes\n" * 1000)
+    batch = os.path.join(tmp_path, "batch")
+    with open(batch, "w") as file:
+        file.write(f"put {source} sftp-notes.txt\nrename sftp-notes.txt sftp-renamed.txt\nls\nrm sftp-renamed.txt\n")
+    result = subprocess.run(["sftp", "-F", str(env.ssh_config), "-J", "bastion", "-b", batch,
+                             f"{env.login}@mcp-host"], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"sftp-renamed.txt" in result.stdout
+    transfers = _transfers(env)
+    assert any(t["op"] == "write" and t["bytes"] == 6000 and t["path"].endswith("sftp-notes.txt") for t in transfers)
+    assert any(t["op"] == "rename" and t["path"].endswith("sftp-notes.txt") for t in transfers)
+    assert any(t["op"] == "remove" and t["path"].endswith("sftp-renamed.txt") for t in transfers)
+
+
+def _transfers(env: BastionEnv) -> list[dict[str, object]]:
+    store = env.store()
+    store.flush()
+    found = []
+    for session in store.sessions():
+        if session.kind == "subsystem":
+            found += [e.fields() for e in store.events(session.id) if e.type == "transfer"]
+    return found
+
+
+def test_recording_and_exports(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
+    result = env.ssh("printf 'alpha\\nbeta\\n'; printf 'gamma\\n' >&2; exit 4")
+    assert result.returncode == 4
+    session_id = env.latest_session("printf 'alpha")
+    store = env.store()
+    session = store.session(session_id)
+    assert session is not None
+    assert (session.user, session.login, session.target, session.kind) == ("alice", env.login, "mcp-host", "exec")
+    assert session.cert_key_id.startswith("user=alice serial=") and session.cert_serial > 0
+    assert session.source.startswith("127.0.0.1:") and session.end_reason == "exit" and session.exit_status == 4
+    assert session.ended_at is not None and session.ended_at >= session.started_at
+    events = list(store.events(session_id))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    types = [e.type for e in events]
+    assert types[0] == "exec" and types[-1] == "exit"
+    assert b"".join(e.data for e in events if e.type == "stdout") == b"alpha\nbeta\n"
+    assert b"".join(e.data for e in events if e.type == "stderr") == b"gamma\n"
+
+    cast = env.bastion("audit", "export", session_id, "--format", "asciicast").stdout.splitlines()
+    header = json.loads(cast[0])
+    assert header["version"] == 2 and header["width"] > 0
+    frames = [json.loads(line) for line in cast[1:]]
+    assert "".join(f[2] for f in frames if f[1] == "o") == "alpha\nbeta\ngamma\n"
+    text = env.bastion("audit", "export", session_id, "--format", "text").stdout
+    assert "alpha\nbeta\n" in text and "gamma" in text
+    lines = [json.loads(line) for line in env.bastion("audit", "export", session_id, "--format", "jsonl").stdout.splitlines()]
+    assert lines[0]["session"]["id"] == session_id
+    assert [line["seq"] for line in lines[1:]] == [e.seq for e in events]
+
+
+def test_asciicast_plays_in_asciinema(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
+    assert env.ssh("echo played-back").returncode == 0
+    path = os.path.join(tmp_path, "session.cast")
+    env.bastion("audit", "export", env.latest_session("echo played-back"), "-o", path)
+    asciinema = os.path.join(os.path.dirname(os.sys.executable), "asciinema")
+    result = subprocess.run([asciinema, "cat", path], capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert b"played-back" in result.stdout
+
+
+def test_client_cut_off_is_closed_with_its_reason(env: BastionEnv) -> None:
+    client = subprocess.Popen(["ssh", "-F", str(env.ssh_config), "-J", "bastion", f"{env.login}@mcp-host",
+                               "echo cut-me-off; sleep 60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert client.stdout is not None
+    assert client.stdout.readline() == b"cut-me-off\n"
+    client.kill()
+    client.wait(timeout=10)
+    session = env.store().session(env.latest_session("cut-me-off"))
+    assert session is not None and session.status == "closed" and session.end_reason.startswith("client")
+    assert session.exit_status is None
+
+
+def test_sessions_list_shows_the_session(env: BastionEnv) -> None:
+    assert env.ssh("echo listed-session").returncode == 0
+    env.latest_session("echo listed-session")
+    table = env.bastion("sessions", "list").stdout
+    assert "alice" in table and "echo listed-session" in table
