@@ -29,8 +29,14 @@ def fail(message: str) -> None:
 def config_option(func: F) -> F:
     """-c/--config on every command; loads the settings and hands them over as `settings`."""
 
-    @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                  help=f"Configuration file (default: ./{config_mod.DEFAULT_PATH} or ${config_mod.ENV_VAR}).")
+    @click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"Configuration file (default: ./{config_mod.DEFAULT_PATH} or ${config_mod.ENV_VAR}).",
+    )
     @functools.wraps(func)
     def wrapper(*args: Any, config_path: str | None, **kwargs: Any) -> Any:
         try:
@@ -84,7 +90,9 @@ def init(settings: config_mod.Settings, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(lines, indent=2))
         return
-    click.echo(f"state directory: {state_dir} ({'created ' + ', '.join(created) if created else 'already initialised'})")
+    click.echo(
+        f"state directory: {state_dir} ({'created ' + ', '.join(created) if created else 'already initialised'})"
+    )
     click.echo("\nClients: add this line to ~/.ssh/known_hosts so that the bastion and every host behind it verify:")
     click.echo(f"  {lines['known_hosts']}")
     click.echo(f"\nTargets: save {state_dir / 'upstream_ca.pub'} on each target and add to its sshd_config:")
@@ -114,43 +122,71 @@ def cert() -> None:
 @click.option("--group", "groups", multiple=True, help="Group of the user (repeatable).")
 @click.option("--ttl", default=None, help="Validity, e.g. 1h (default: [certificates] user_ttl).")
 @click.option("--pubkey", required=True, type=click.Path(exists=True, dir_okay=False), help="The user's public key.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the certificate (default: KEY-cert.pub beside the public key).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the certificate (default: KEY-cert.pub beside the public key).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def cert_issue(settings: config_mod.Settings, user: str, groups: tuple[str, ...], ttl: str | None,
-               pubkey: str, output: str | None, as_json: bool) -> None:
+def cert_issue(
+    settings: config_mod.Settings,
+    user: str,
+    groups: tuple[str, ...],
+    ttl: str | None,
+    pubkey: str,
+    output: str | None,
+    as_json: bool,
+) -> None:
     """Sign a user certificate for PUBKEY, recorded and audited."""
-    if not config_mod.LOGIN_NAME.match(user):
-        fail(f"--user: expected a login name such as 'alice', got {user!r}")
+    from bastion.identity.issuance import IssuanceError, issue_certificate
+
     try:
         seconds = config_mod.parse_duration(ttl) if ttl else settings.certificates.user_ttl
     except ValueError as exc:
         fail(f"--ttl: {exc}")
-    if seconds > settings.certificates.max_ttl:
-        fail(f"--ttl: longer than [certificates] max_ttl ({settings.certificates.max_ttl:.0f}s)")
     try:
         key = asyncssh.read_public_key(pubkey)
     except (OSError, asyncssh.KeyImportError, ValueError) as exc:
         fail(f"--pubkey: {pubkey} is not an OpenSSH public key: {exc}")
     authorities = ensure_authorities(settings)
-    issued = authorities.issue_user(key, user, seconds)
+    stem = Path(pubkey).name.removesuffix(".pub")
+    target = Path(output) if output else Path(pubkey).with_name(f"{stem}-cert.pub")
     store = open_store(settings)
-    record = {
-        "serial": issued.serial, "user": user, "groups": groups, "key_id": issued.key_id, "principals": [user],
-        "valid_after": issued.valid_after, "valid_before": issued.valid_before,
-        "fingerprint": key.get_fingerprint(), "issuer": "operator", "source": "cli", "issued_at": time.time(),
-    }
-    store.record_certificate(record).result()
-    store.log("cert.issued", **{k: v for k, v in record.items() if k != "principals"}).result()
-    store.close()
-    target = Path(output) if output else Path(pubkey[: -len(".pub")] if pubkey.endswith(".pub") else pubkey).with_name(
-        Path(pubkey).name.removesuffix(".pub") + "-cert.pub")
-    target.write_bytes(issued.openssh())
+    try:
+        record = issue_certificate(settings, store, authorities, user, groups, seconds, key, target, source="cli")
+    except IssuanceError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
     if as_json:
-        click.echo(json.dumps({**record, "groups": list(groups), "certificate": str(target)}))
+        click.echo(json.dumps({**record, "certificate": str(target)}))
     else:
-        hours = seconds / 3600
-        click.echo(f"{target}: certificate for {user} (serial {issued.serial}, valid {hours:g}h)")
+        click.echo(f"{target}: certificate for {user} (serial {record['serial']}, valid {seconds / 3600:g}h)")
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Configuration file (default: ./bastion.toml or $BASTION_CONFIG).",
+)
+def demo(config_path: str | None) -> None:
+    """Run the bastion on its defaults with local demo targets (needs root and sshd)."""
+    from bastion.demo import run_demo
+    from bastion.targets import TargetError
+
+    path = Path(config_path) if config_path else config_mod.default_path()
+    if not path.is_file():
+        fail(f"{path}: no such configuration file; pass -c FILE")
+    try:
+        run_demo(path)
+    except (TargetError, config_mod.ConfigError) as exc:
+        fail(str(exc))
 
 
 @main.group()
@@ -173,13 +209,20 @@ def sessions_list(settings: config_mod.Settings, live: bool, as_json: bool) -> N
     if not found:
         click.echo("no sessions" + (" running" if live else " recorded yet"))
         return
-    click.echo(f"{'SESSION':<16} {'STARTED':<19} {'USER':<12} {'TARGET':<20} {'WHAT':<30} {'STATUS'}")
+    click.echo(f"{'SESSION':<20} {'STARTED':<19} {'USER':<12} {'TARGET':<20} {'WHAT':<30} {'STATUS'}")
     for s in found:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_at))
         what = (s.kind + (": " + s.command if s.command else "")) or "-"
-        status = s.status if s.status != "closed" else (
-            f"exit {s.exit_status}" if s.exit_status is not None else (f"signal {s.exit_signal}" if s.exit_signal else s.end_reason))
-        click.echo(f"{s.id:<16} {started:<19} {s.user:<12} {s.login + '@' + s.target:<20} {what[:30]:<30} {status}")
+        status = (
+            s.status
+            if s.status != "closed"
+            else (
+                f"exit {s.exit_status}"
+                if s.exit_status is not None
+                else (f"signal {s.exit_signal}" if s.exit_signal else s.end_reason)
+            )
+        )
+        click.echo(f"{s.id:<20} {started:<19} {s.user:<12} {s.login + '@' + s.target:<20} {what[:30]:<30} {status}")
 
 
 @main.group()
@@ -190,7 +233,9 @@ def audit() -> None:
 @audit.command("export")
 @config_option
 @click.argument("session_id")
-@click.option("--format", "fmt", type=click.Choice(["asciicast", "text", "jsonl"]), default="asciicast", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["asciicast", "text", "jsonl"]), default="asciicast", show_default=True
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="File to write (default: stdout).")
 def audit_export(settings: config_mod.Settings, session_id: str, fmt: str, output: str | None) -> None:
     """Export one session's recording (asciicast plays in `asciinema play`)."""

@@ -148,7 +148,6 @@ class CertificateSettings(_Section):
 
 
 class RecordingSettings(_Section):
-    enabled: bool = True
     flush_interval: Duration = 0.05
 
 
@@ -210,9 +209,7 @@ class HostSettings(_Section):
     @model_validator(mode="after")
     def _one_key_source(self) -> HostSettings:
         if (self.host_key is None) == (self.known_hosts is None):
-            raise ValueError(
-                "expected exactly one of host_key or known_hosts: the target's key is always verified"
-            )
+            raise ValueError("expected exactly one of host_key or known_hosts: the target's key is always verified")
         return self
 
     @property
@@ -296,7 +293,9 @@ _TYPE_WORDS = {
 
 def _describe(exc: ValidationError) -> str:
     """The first validation error as 'key.path: what is expected'."""
-    error = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt key also shows up as a missing one; name the misspelling, it is the cause.
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = _format_loc(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":

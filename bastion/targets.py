@@ -32,8 +32,9 @@ def ensure_login(name: str = DEMO_LOGIN) -> str:
         pass
     if os.geteuid() != 0:
         return pwd.getpwuid(os.getuid()).pw_name
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", name],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", name], check=True, capture_output=True
+    )
     return name
 
 
@@ -75,30 +76,37 @@ class TargetSshd:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.authorized_keys_dir.mkdir(exist_ok=True)
         if not self.host_key_path.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.name,
-                            "-f", str(self.host_key_path)], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.name, "-f", str(self.host_key_path)],
+                check=True,
+            )
         self.port = self.port or free_port()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
         config = self.directory / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {self.host_key_path}",
-            f"PidFile {self.directory / 'sshd.pid'}",
-            f"TrustedUserCAKeys {self.trusted_ca}",
-            f"AuthorizedKeysFile {self.authorized_keys_dir}/%u",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "UsePAM yes",
-            "StrictModes no",
-            "AcceptEnv LANG LC_* TERM COLORTERM TZ",
-            "Subsystem sftp internal-sftp",
-            "PrintMotd no",
-            "LogLevel VERBOSE",
-            *self.extra_config,
-        ]) + "\n")
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key_path}",
+                    f"PidFile {self.directory / 'sshd.pid'}",
+                    f"TrustedUserCAKeys {self.trusted_ca}",
+                    f"AuthorizedKeysFile {self.authorized_keys_dir}/%u",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM yes",
+                    "StrictModes no",
+                    "AcceptEnv LANG LC_* TERM COLORTERM TZ",
+                    "Subsystem sftp internal-sftp",
+                    "PrintMotd no",
+                    "LogLevel VERBOSE",
+                    *self.extra_config,
+                ]
+            )
+            + "\n"
+        )
         log = open(self.directory / "sshd.log", "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
         deadline = time.monotonic() + timeout

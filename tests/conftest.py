@@ -46,8 +46,15 @@ class BastionEnv:
     ssh_config: Path
     process: subprocess.Popen[bytes] | None = None
 
-    def ssh(self, *args: str, input: bytes | None = None, timeout: float = 120, jump: bool = True,
-            host: str = "mcp-host", login: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    def ssh(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float = 120,
+        jump: bool = True,
+        host: str = "mcp-host",
+        login: str | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
         """`ssh -F cfg -J bastion LOGIN@HOST ARGS...` with the real OpenSSH client."""
         destination = f"{login or self.login}@{host}"
         command = ["ssh", "-F", str(self.ssh_config), *(["-J", "bastion"] if jump else []), destination, *args]
@@ -79,8 +86,9 @@ class BastionEnv:
 
     def start(self) -> None:
         log = open(self.root / "serve.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen([str(BIN / "bastion"), "serve", "-c", str(self.config)],
-                                        stdout=log, stderr=log, start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(BIN / "bastion"), "serve", "-c", str(self.config)], stdout=log, stderr=log, start_new_session=True
+        )
         wait_for_port(self.port, self.process, self.root / "serve.log")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -157,7 +165,7 @@ Host *
   IdentityFile {key}
   CertificateFile {key}-cert.pub
   IdentitiesOnly yes
-  UserKnownHostsFile {root / 'client_known_hosts'}
+  UserKnownHostsFile {root / "client_known_hosts"}
   GlobalKnownHostsFile /dev/null
   StrictHostKeyChecking yes
   BatchMode yes

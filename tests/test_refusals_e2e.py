@@ -16,9 +16,24 @@ pytestmark = pytest.mark.e2e
 
 def _ssh_with(env: BastionEnv, key: Path, cert: Path | None, *args: str) -> subprocess.CompletedProcess[bytes]:
     options = ["-o", f"IdentityFile={key}", "-o", f"CertificateFile={cert or '/dev/null'}"]
-    command = ["ssh", "-F", "/dev/null", *options, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-               "-o", f"UserKnownHostsFile={env.root / 'client_known_hosts'}", "-o", "StrictHostKeyChecking=yes",
-               "-p", str(env.port), "alice@127.0.0.1", *args]
+    command = [
+        "ssh",
+        "-F",
+        "/dev/null",
+        *options,
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={env.root / 'client_known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-p",
+        str(env.port),
+        "alice@127.0.0.1",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, timeout=30)
 
 
@@ -32,14 +47,27 @@ def _audit(env: BastionEnv, type_: str, since: float) -> list[dict[str, object]]
     return []
 
 
-def _signed(env: BastionEnv, name: str, ca: asyncssh.SSHKey, principals: list[str],
-            valid_after: int, valid_before: int, serial: int = 1) -> Path:
+def _signed(
+    env: BastionEnv,
+    name: str,
+    ca: asyncssh.SSHKey,
+    principals: list[str],
+    valid_after: int,
+    valid_before: int,
+    serial: int = 1,
+) -> Path:
     key = asyncssh.generate_private_key("ssh-ed25519")
     path = env.root / name
     key.write_private_key(str(path))
     path.chmod(0o600)
-    cert = ca.generate_user_certificate(key, f"user=alice serial={serial}", serial=serial, principals=principals,
-                                        valid_after=valid_after, valid_before=valid_before)
+    cert = ca.generate_user_certificate(
+        key,
+        f"user=alice serial={serial}",
+        serial=serial,
+        principals=principals,
+        valid_after=valid_after,
+        valid_before=valid_before,
+    )
     cert.write_certificate(str(path) + "-cert.pub")
     return path
 
@@ -47,8 +75,9 @@ def _signed(env: BastionEnv, name: str, ca: asyncssh.SSHKey, principals: list[st
 @pytest.mark.parametrize("destination", ["not-in-inventory:22", "127.0.0.1:22", "localhost:22", "mcp-host:2222"])
 def test_destinations_outside_the_inventory_are_refused(env: BastionEnv, destination: str) -> None:
     since = time.time()
-    result = subprocess.run(["ssh", "-F", str(env.ssh_config), "-W", destination, "bastion"],
-                            capture_output=True, timeout=30, input=b"")
+    result = subprocess.run(
+        ["ssh", "-F", str(env.ssh_config), "-W", destination, "bastion"], capture_output=True, timeout=30, input=b""
+    )
     assert result.returncode != 0
     assert b"not a host in this bastion's inventory" in result.stderr
     refused = _audit(env, "channel.refused", since)
@@ -56,8 +85,12 @@ def test_destinations_outside_the_inventory_are_refused(env: BastionEnv, destina
 
 
 def test_the_bastions_own_port_is_refused(env: BastionEnv) -> None:
-    result = subprocess.run(["ssh", "-F", str(env.ssh_config), "-W", f"127.0.0.1:{env.port}", "bastion"],
-                            capture_output=True, timeout=30, input=b"")
+    result = subprocess.run(
+        ["ssh", "-F", str(env.ssh_config), "-W", f"127.0.0.1:{env.port}", "bastion"],
+        capture_output=True,
+        timeout=30,
+        input=b"",
+    )
     assert result.returncode != 0 and b"not a host in this bastion's inventory" in result.stderr
 
 
@@ -145,6 +178,19 @@ def test_inner_host_key_is_a_certificate_for_the_host_name(env: BastionEnv) -> N
     # Only the @cert-authority line is in known_hosts; StrictHostKeyChecking yes passes for the
     # name the user typed and fails for a name the certificate does not carry.
     assert env.ssh("true").returncode == 0
-    result = subprocess.run(["ssh", "-F", str(env.ssh_config), "-o", "HostKeyAlias=other-host", "-J", "bastion",
-                             f"{env.login}@mcp-host", "true"], capture_output=True, timeout=30)
+    result = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(env.ssh_config),
+            "-o",
+            "HostKeyAlias=other-host",
+            "-J",
+            "bastion",
+            f"{env.login}@mcp-host",
+            "true",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     assert result.returncode == 255 and b"Host key verification failed" in result.stderr

@@ -53,10 +53,20 @@ def test_large_transfers_are_byte_exact_both_ways(env: BastionEnv, tmp_path: os.
 
 
 def test_env_allow_list(env: BastionEnv) -> None:
-    command = ["ssh", "-F", str(env.ssh_config), "-o", "SendEnv=LANG SECRET_TOKEN", "-J", "bastion",
-               f"{env.login}@mcp-host", 'echo "lang=$LANG token=$SECRET_TOKEN"']
-    result = subprocess.run(command, capture_output=True, timeout=60,
-                            env={**os.environ, "LANG": "C.UTF-8", "SECRET_TOKEN": "leak"})
+    command = [
+        "ssh",
+        "-F",
+        str(env.ssh_config),
+        "-o",
+        "SendEnv=LANG SECRET_TOKEN",
+        "-J",
+        "bastion",
+        f"{env.login}@mcp-host",
+        'echo "lang=$LANG token=$SECRET_TOKEN"',
+    ]
+    result = subprocess.run(
+        command, capture_output=True, timeout=60, env={**os.environ, "LANG": "C.UTF-8", "SECRET_TOKEN": "leak"}
+    )
     assert result.stdout == b"lang=C.UTF-8 token=\n"
 
 
@@ -74,8 +84,9 @@ def test_scp_both_ways(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
     with open(back, "rb") as file:
         assert file.read() == data
     transfers = _transfers(env)
-    assert {"op": "write", "bytes": len(data)} in [{"op": t["op"], "bytes": t["bytes"]} for t in transfers
-                                                   if t["path"].endswith("scp-up.bin")]
+    assert {"op": "write", "bytes": len(data)} in [
+        {"op": t["op"], "bytes": t["bytes"]} for t in transfers if t["path"].endswith("scp-up.bin")
+    ]
     assert any(t["op"] == "read" and t["bytes"] == len(data) and t["path"].endswith("scp-up.bin") for t in transfers)
 
 
@@ -86,8 +97,11 @@ def test_sftp_batch(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
     batch = os.path.join(tmp_path, "batch")
     with open(batch, "w") as file:
         file.write(f"put {source} sftp-notes.txt\nrename sftp-notes.txt sftp-renamed.txt\nls\nrm sftp-renamed.txt\n")
-    result = subprocess.run(["sftp", "-F", str(env.ssh_config), "-J", "bastion", "-b", batch,
-                             f"{env.login}@mcp-host"], capture_output=True, timeout=60)
+    result = subprocess.run(
+        ["sftp", "-F", str(env.ssh_config), "-J", "bastion", "-b", batch, f"{env.login}@mcp-host"],
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert b"sftp-renamed.txt" in result.stdout
     transfers = _transfers(env)
@@ -131,7 +145,9 @@ def test_recording_and_exports(env: BastionEnv, tmp_path: os.PathLike[str]) -> N
     assert "".join(f[2] for f in frames if f[1] == "o") == "alpha\nbeta\ngamma\n"
     text = env.bastion("audit", "export", session_id, "--format", "text").stdout
     assert "alpha\nbeta\n" in text and "gamma" in text
-    lines = [json.loads(line) for line in env.bastion("audit", "export", session_id, "--format", "jsonl").stdout.splitlines()]
+    lines = [
+        json.loads(line) for line in env.bastion("audit", "export", session_id, "--format", "jsonl").stdout.splitlines()
+    ]
     assert lines[0]["session"]["id"] == session_id
     assert [line["seq"] for line in lines[1:]] == [e.seq for e in events]
 
@@ -147,8 +163,11 @@ def test_asciicast_plays_in_asciinema(env: BastionEnv, tmp_path: os.PathLike[str
 
 
 def test_client_cut_off_is_closed_with_its_reason(env: BastionEnv) -> None:
-    client = subprocess.Popen(["ssh", "-F", str(env.ssh_config), "-J", "bastion", f"{env.login}@mcp-host",
-                               "echo cut-me-off; sleep 60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = subprocess.Popen(
+        ["ssh", "-F", str(env.ssh_config), "-J", "bastion", f"{env.login}@mcp-host", "echo cut-me-off; sleep 60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert client.stdout is not None
     assert client.stdout.readline() == b"cut-me-off\n"
     client.kill()

@@ -58,8 +58,13 @@ class SessionRecording:
             self.note(ev.EXIT, signal=exit_signal)
         self.closed = True
         fields = {
-            "ended_at": time.time(), "exit_status": exit_status, "exit_signal": exit_signal,
-            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "end_reason": reason, "status": "closed",
+            "ended_at": time.time(),
+            "exit_status": exit_status,
+            "exit_signal": exit_signal,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "end_reason": reason,
+            "status": "closed",
         }
         self.info = dataclasses.replace(self.info, **fields)
         self.store.update_session(self.info.id, **fields)

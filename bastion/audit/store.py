@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -75,6 +76,8 @@ class Store:
     def __init__(self, path: Path, flush_interval: float = 0.05) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # recordings are private: 0600 (SQLite gives -wal and -shm the same mode)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._writer_conn = _connect(path)
         for statement in _SCHEMA:
             self._writer_conn.execute(statement)
@@ -120,7 +123,9 @@ class Store:
         row = {**row, "groups": json.dumps(list(row["groups"])), "principals": json.dumps(list(row["principals"]))}
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        return self.submit(lambda c: c.execute(f"INSERT INTO certificates ({columns}) VALUES ({marks})", list(row.values())))
+        return self.submit(
+            lambda c: c.execute(f"INSERT INTO certificates ({columns}) VALUES ({marks})", list(row.values()))
+        )
 
     def close_interrupted(self, reason: str = "interrupted") -> list[str]:
         """Mark sessions left live by a process that died as interrupted; return their ids."""

@@ -115,10 +115,17 @@ class Authorities:
         key_id = f"user={user} serial={serial}"
         valid_after, valid_before = int(now) - CLOCK_SKEW, int(now + ttl)
         cert = self.user_ca.generate_user_certificate(
-            public_key, key_id, serial=serial, principals=[user],
-            valid_after=valid_after, valid_before=valid_before,
-            permit_x11_forwarding=False, permit_agent_forwarding=False,
-            permit_port_forwarding=True, permit_pty=True, permit_user_rc=False,
+            public_key,
+            key_id,
+            serial=serial,
+            principals=[user],
+            valid_after=valid_after,
+            valid_before=valid_before,
+            permit_x11_forwarding=False,
+            permit_agent_forwarding=False,
+            permit_port_forwarding=True,
+            permit_pty=True,
+            permit_user_rc=False,
         )
         return IssuedCertificate(cert, serial, key_id, valid_after, valid_before)
 
@@ -128,8 +135,12 @@ class Authorities:
         if cert is None:
             now = int(time.time())
             cert = self.host_ca.generate_host_certificate(
-                self.host_key, f"bastion as {name}", serial=new_serial(), principals=[name],
-                valid_after=now - CLOCK_SKEW, valid_before=now + 7 * 86400,
+                self.host_key,
+                f"bastion as {name}",
+                serial=new_serial(),
+                principals=[name],
+                valid_after=now - CLOCK_SKEW,
+                valid_before=now + 7 * 86400,
             )
             self._host_certs[name] = cert
         return cert
@@ -137,8 +148,12 @@ class Authorities:
     def outer_host_certificate(self, names: tuple[str, ...]) -> asyncssh.SSHCertificate:
         now = int(time.time())
         return self.host_ca.generate_host_certificate(
-            self.host_key, "bastion", serial=new_serial(), principals=list(names),
-            valid_after=now - CLOCK_SKEW, valid_before=now + 365 * 86400,
+            self.host_key,
+            "bastion",
+            serial=new_serial(),
+            principals=list(names),
+            valid_after=now - CLOCK_SKEW,
+            valid_before=now + 365 * 86400,
         )
 
     def upstream_credential(
@@ -148,10 +163,17 @@ class Authorities:
         key = asyncssh.generate_private_key("ssh-ed25519")
         now = int(time.time())
         cert = self.upstream_ca.generate_user_certificate(
-            key, f"bastion user={user} session={session_id}", serial=new_serial(),
-            principals=[login], valid_after=now - CLOCK_SKEW, valid_before=now + int(ttl),
-            permit_x11_forwarding=False, permit_agent_forwarding=False,
-            permit_port_forwarding=True, permit_pty=True, permit_user_rc=False,
+            key,
+            f"bastion user={user} session={session_id}",
+            serial=new_serial(),
+            principals=[login],
+            valid_after=now - CLOCK_SKEW,
+            valid_before=now + int(ttl),
+            permit_x11_forwarding=False,
+            permit_agent_forwarding=False,
+            permit_port_forwarding=True,
+            permit_pty=True,
+            permit_user_rc=False,
         )
         return key, cert
 

@@ -98,6 +98,14 @@ def parse_certificate(key_data: bytes) -> CertificateInfo:
     reader.string()  # reserved
     signature_key = reader.string()
     return CertificateInfo(
-        key_type, serial, cert_type, key_id, principals, valid_after, valid_before,
-        critical, extensions, signature_key,
+        key_type,
+        serial,
+        cert_type,
+        key_id,
+        principals,
+        valid_after,
+        valid_before,
+        critical,
+        extensions,
+        signature_key,
     )

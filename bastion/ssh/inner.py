@@ -24,7 +24,9 @@ from bastion.ssh.session import SessionBridge
 
 
 class InnerServer(asyncssh.SSHServer):
-    def __init__(self, ctx: BastionContext, identity: Identity, host: HostSettings, source: str, connection_id: str) -> None:
+    def __init__(
+        self, ctx: BastionContext, identity: Identity, host: HostSettings, source: str, connection_id: str
+    ) -> None:
         self.ctx = ctx
         self.identity = identity
         self.host = host
@@ -39,8 +41,15 @@ class InnerServer(asyncssh.SSHServer):
         self.conn = conn
 
     def _refuse(self, event: str, message: str, **fields: Any) -> bool:
-        self.ctx.audit(event, user=self.identity.user, target=self.host.name, connection=self.connection_id,
-                       source=self.source, reason=message, **fields)
+        self.ctx.audit(
+            event,
+            user=self.identity.user,
+            target=self.host.name,
+            connection=self.connection_id,
+            source=self.source,
+            reason=message,
+            **fields,
+        )
         if self.conn is not None:
             self.conn.send_auth_banner(f"bastion: {message}\r\n")
         return True  # auth stays required and no method is offered: the client is refused
@@ -48,17 +57,32 @@ class InnerServer(asyncssh.SSHServer):
     async def begin_auth(self, username: str) -> bool:
         if username not in self.host.logins:
             allowed = ", ".join(self.host.logins)
-            return self._refuse("login.refused", f"login {username!r} is not allowed on {self.host.name} (allowed: {allowed})", login=username)
+            return self._refuse(
+                "login.refused",
+                f"login {username!r} is not allowed on {self.host.name} (allowed: {allowed})",
+                login=username,
+            )
         try:
             self.upstream = await upstream.connect(
-                self.ctx.authorities, self.host, username, self.identity.user, self.connection_id,
+                self.ctx.authorities,
+                self.host,
+                username,
+                self.identity.user,
+                self.connection_id,
                 self.ctx.settings.certificates.upstream_ttl,
             )
         except upstream.UpstreamError as exc:
             return self._refuse("upstream.failed", str(exc), login=username)
         self.login = username
-        self.ctx.audit("login", user=self.identity.user, serial=self.identity.serial, target=self.host.name,
-                       login=username, connection=self.connection_id, source=self.source)
+        self.ctx.audit(
+            "login",
+            user=self.identity.user,
+            serial=self.identity.serial,
+            target=self.host.name,
+            login=username,
+            connection=self.connection_id,
+            source=self.source,
+        )
         return False
 
     def session_requested(self) -> SessionBridge | bool:
@@ -66,23 +90,38 @@ class InnerServer(asyncssh.SSHServer):
             return False
         self.sessions += 1
         session_id = f"{self.connection_id}-{self.sessions}"
-        return SessionBridge(self.upstream, lambda: self._new_recording(session_id), self.ctx.settings.server.env_accepted)
+        return SessionBridge(
+            self.upstream, lambda: self._new_recording(session_id), self.ctx.settings.server.env_accepted
+        )
 
     def _new_recording(self, session_id: str) -> SessionRecording:
         info = SessionInfo(
-            id=session_id, connection_id=self.connection_id, user=self.identity.user,
-            groups=self.identity.groups, cert_serial=self.identity.serial, cert_key_id=self.identity.key_id,
-            source=self.source, target=self.host.name, target_address="%s:%d" % self.host.address,
-            login=self.login, started_at=time.time(),
+            id=session_id,
+            connection_id=self.connection_id,
+            user=self.identity.user,
+            groups=self.identity.groups,
+            cert_serial=self.identity.serial,
+            cert_key_id=self.identity.key_id,
+            source=self.source,
+            target=self.host.name,
+            target_address="{}:{}".format(*self.host.address),
+            login=self.login,
+            started_at=time.time(),
         )
         return SessionRecording(self.ctx.store, info)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
-        self.ctx.audit("forward.refused", user=self.identity.user, target=self.host.name,
-                       destination=f"{dest_host}:{dest_port}", connection=self.connection_id,
-                       reason="port forwarding to targets is not enabled")
-        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                                        "bastion: port forwarding to targets is not enabled")
+        self.ctx.audit(
+            "forward.refused",
+            user=self.identity.user,
+            target=self.host.name,
+            destination=f"{dest_host}:{dest_port}",
+            connection=self.connection_id,
+            reason="port forwarding to targets is not enabled",
+        )
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "bastion: port forwarding to targets is not enabled"
+        )
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False
@@ -99,8 +138,15 @@ def inner_connection(
     options = asyncssh.SSHServerConnectionOptions(
         server_factory=lambda: InnerServer(ctx, identity, host, source, connection_id),
         server_host_keys=[(ctx.authorities.host_key, ctx.authorities.host_certificate(host.name))],
-        allow_pty=True, line_editor=False, agent_forwarding=False, x11_forwarding=False,
-        allow_scp=False, sftp_factory=None, login_timeout=ctx.settings.server.login_grace,
-        keepalive_interval=0, config=None, encoding=None,
+        allow_pty=True,
+        line_editor=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        allow_scp=False,
+        sftp_factory=None,
+        login_timeout=ctx.settings.server.login_grace,
+        keepalive_interval=0,
+        config=None,
+        encoding=None,
     )
     return asyncssh.SSHServerConnection(asyncio.get_event_loop(), options, None, None)

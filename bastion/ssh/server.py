@@ -70,8 +70,14 @@ class OuterServer(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.live.discard(self)
         if self.refusals and (self.conn is None or self.conn.identity is None):
-            self.ctx.audit("auth.failed", connection=self.id, source=self.source, user=self.refused_user,
-                           reason=self.refusals[-1], reasons=self.refusals)
+            self.ctx.audit(
+                "auth.failed",
+                connection=self.id,
+                source=self.source,
+                user=self.refused_user,
+                reason=self.refusals[-1],
+                reasons=self.refusals,
+            )
         log("connection.closed", connection=self.id, source=self.source, reason=str(exc) if exc else "closed")
 
     def begin_auth(self, username: str) -> bool:
@@ -91,8 +97,15 @@ class OuterServer(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         identity = self.identity
-        self.ctx.audit("auth.ok", connection=self.id, source=self.source, user=identity.user,
-                       groups=list(identity.groups), serial=identity.serial, key_id=identity.key_id)
+        self.ctx.audit(
+            "auth.ok",
+            connection=self.id,
+            source=self.source,
+            user=identity.user,
+            groups=list(identity.groups),
+            serial=identity.serial,
+            key_id=identity.key_id,
+        )
 
     @property
     def identity(self) -> Identity:
@@ -104,16 +117,27 @@ class OuterServer(asyncssh.SSHServer):
         destination = f"{dest_host}:{dest_port}"
         if host is None or dest_port != host.port:
             reason = f"{destination} is not a host in this bastion's inventory"
-            self.ctx.audit("channel.refused", connection=self.id, user=self.identity.user,
-                           source=self.source, destination=destination, reason=reason)
+            self.ctx.audit(
+                "channel.refused",
+                connection=self.id,
+                user=self.identity.user,
+                source=self.source,
+                destination=destination,
+                reason=reason,
+            )
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}")
         channel_id = f"{self.id}{new_connection_id()[:4]}"
         log("channel", connection=self.id, channel=channel_id, user=self.identity.user, destination=destination)
         return inner_connection(self.ctx, self.identity, host, self.source, channel_id)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        self.ctx.audit("forward.refused", connection=self.id, user=self.identity.user,
-                       destination=f"{listen_host}:{listen_port}", reason="remote forwarding is not offered")
+        self.ctx.audit(
+            "forward.refused",
+            connection=self.id,
+            user=self.identity.user,
+            destination=f"{listen_host}:{listen_port}",
+            reason="remote forwarding is not offered",
+        )
         return False
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
@@ -156,10 +180,20 @@ async def listen(ctx: BastionContext) -> asyncio.AbstractServer:
     options = asyncssh.SSHServerConnectionOptions(
         server_factory=lambda: OuterServer(ctx),
         server_host_keys=[(ctx.authorities.host_key, ctx.authorities.outer_host_certificate(settings.names))],
-        password_auth=False, kbdint_auth=False, gss_host=None, host_based_auth=False,
-        allow_pty=True, line_editor=False, agent_forwarding=False, x11_forwarding=False,
-        allow_scp=False, sftp_factory=None, login_timeout=settings.login_grace, config=None,
-        keepalive_interval=60, encoding=None,
+        password_auth=False,
+        kbdint_auth=False,
+        gss_host=None,
+        host_based_auth=False,
+        allow_pty=True,
+        line_editor=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        allow_scp=False,
+        sftp_factory=None,
+        login_timeout=settings.login_grace,
+        config=None,
+        keepalive_interval=60,
+        encoding=None,
     )
     loop = asyncio.get_running_loop()
 

@@ -136,9 +136,15 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self.recording.close("target refused the session", exit_status=255)
             self.client.exit(255)
             return
-        log("session.start", session=self.recording.id, kind=self.recording.info.kind,
-            command=self.command or self.subsystem or "", user=self.recording.info.user,
-            target=self.recording.info.target, login=self.recording.info.login)
+        log(
+            "session.start",
+            session=self.recording.id,
+            kind=self.recording.info.kind,
+            command=self.command or self.subsystem or "",
+            user=self.recording.info.user,
+            target=self.recording.info.target,
+            login=self.recording.info.login,
+        )
         if self.client_gone:
             self.target.close()
             return
@@ -252,8 +258,12 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         for item in found:
             if isinstance(item, Transfer):
                 self.recording.note(
-                    ev.TRANSFER, protocol="sftp", op=item.op, path=item.path,
-                    bytes=item.bytes_read + item.bytes_written, status=item.status,
+                    ev.TRANSFER,
+                    protocol="sftp",
+                    op=item.op,
+                    path=item.path,
+                    bytes=item.bytes_read + item.bytes_written,
+                    status=item.status,
                 )
             else:
                 self.recording.note(ev.TRANSFER, protocol="sftp", op=item.op, path=item.path, target=item.target)

@@ -1,0 +1,88 @@
+"""The store: batched commits off the event loop, reads, interrupted sessions, file modes."""
+
+from __future__ import annotations
+
+import stat
+import time
+from pathlib import Path
+
+from bastion.audit import events as ev
+from bastion.audit.events import Event, SessionInfo
+from bastion.audit.recording import SessionRecording
+from bastion.audit.store import Store
+
+
+def _info(session_id: str) -> SessionInfo:
+    return SessionInfo(id=session_id, connection_id="c1", user="alice", groups=("dev",), cert_serial=5,
+                       cert_key_id="user=alice serial=5", source="127.0.0.1:5", target="mcp-host",
+                       target_address="10.0.0.5:22", login="mcp", started_at=time.time())
+
+
+def test_recording_round_trip_and_metadata(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite", flush_interval=0.01)
+    recording = SessionRecording(store, _info("s1"))
+    recording.describe(kind="exec", command="ls")
+    recording.note(ev.EXEC, command="ls")
+    recording.output(b"a\x00b\xff")
+    recording.output(b"oops", stderr=True)
+    recording.input(7)
+    recording.close("exit", exit_status=2)
+    store.flush()
+    session = store.session("s1")
+    assert session is not None
+    assert (session.kind, session.command, session.exit_status, session.status) == ("exec", "ls", 2, "closed")
+    assert (session.bytes_out, session.bytes_in, session.groups) == (8, 7, ("dev",))
+    events = list(store.events("s1"))
+    assert [e.type for e in events] == ["exec", "stdout", "stderr", "input", "exit"]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert events[1].data == b"a\x00b\xff" and events[4].fields() == {"status": 2}
+    assert store.session("s") is not None  # unique prefix
+    store.close()
+
+
+def test_writes_do_not_wait_for_the_disk(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite", flush_interval=0.05)
+    started = time.perf_counter()
+    for seq in range(1, 20001):
+        store.append_events([Event("s", seq, time.time(), ev.STDOUT, b"x" * 100)])
+    queued = time.perf_counter() - started
+    store.flush()
+    assert sum(1 for _ in store.events("s")) == 20000
+    assert queued < 1.0  # appending is a queue put, not a commit
+    store.close()
+
+
+def test_committed_events_survive_a_new_process_and_live_sessions_become_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    store = Store(path)
+    recording = SessionRecording(store, _info("s2"))
+    recording.output(b"before the crash")
+    store.flush()
+    # No close: as if the process died. A new store (the next start) closes it as interrupted.
+    reopened = Store(path)
+    assert reopened.close_interrupted() == ["s2"]
+    session = reopened.session("s2")
+    assert session is not None and session.status == "interrupted"
+    assert [e.data for e in reopened.events("s2")] == [b"before the crash"]
+    assert reopened.sessions(live=True) == []
+    store.close()
+    reopened.close()
+
+
+def test_database_file_is_private(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    store.log("test", value=1).result()
+    assert stat.S_IMODE((tmp_path / "db.sqlite").stat().st_mode) == 0o600
+    assert store.audit_log("test")[0]["fields"] == {"value": 1}
+    store.close()
+
+
+def test_a_failing_write_does_not_lose_the_rest_of_its_batch(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    store.append_events([Event("s", 1, 1.0, ev.STDOUT, b"one")])
+    duplicate = store.submit(lambda c: c.execute("INSERT INTO events VALUES ('s', 1, 1.0, 'stdout', x'00')"))
+    store.append_events([Event("s", 2, 2.0, ev.STDOUT, b"two")])
+    store.flush()
+    assert duplicate.exception() is not None
+    assert [e.data for e in store.events("s")] == [b"one", b"two"]
+    store.close()
