@@ -182,3 +182,22 @@ def test_sessions_list_shows_the_session(env: BastionEnv) -> None:
     env.latest_session("echo listed-session")
     table = env.bastion("sessions", "list").stdout
     assert "alice" in table and "echo listed-session" in table
+
+
+def test_target_cut_off_is_closed_with_its_reason(env: BastionEnv) -> None:
+    # Killing the target's sshd session process drops the upstream connection with no exit status.
+    result = env.ssh("echo target-cut-off; sleep 1; kill -9 $PPID; sleep 5")
+    assert b"target-cut-off" in result.stdout
+    assert result.returncode == 255
+    session = env.store().session(env.latest_session("target-cut-off"))
+    assert session is not None and session.status == "closed" and session.exit_status is None
+    assert session.end_reason.startswith("target")
+
+
+def test_structured_log_lines(env: BastionEnv) -> None:
+    assert env.ssh("echo logged-session").returncode == 0
+    session_id = env.latest_session("echo logged-session")
+    records = [json.loads(line) for line in (env.root / "serve.log").read_text().splitlines() if line.startswith("{")]
+    events = {r["event"] for r in records if r.get("session") == session_id}
+    assert {"session.start", "session.end"} <= events
+    assert {"connection", "auth.ok", "channel", "login", "connection.closed"} <= {r["event"] for r in records}

@@ -9,6 +9,7 @@ from typing import Any
 from bastion.audit import events as ev
 from bastion.audit.events import Event, SessionInfo
 from bastion.audit.store import Store
+from bastion.logs import log
 
 
 class SessionRecording:
@@ -57,7 +58,7 @@ class SessionRecording:
         elif exit_signal is not None:
             self.note(ev.EXIT, signal=exit_signal)
         self.closed = True
-        fields = {
+        fields: dict[str, Any] = {
             "ended_at": time.time(),
             "exit_status": exit_status,
             "exit_signal": exit_signal,
@@ -68,3 +69,14 @@ class SessionRecording:
         }
         self.info = dataclasses.replace(self.info, **fields)
         self.store.update_session(self.info.id, **fields)
+        log(
+            "session.end",
+            session=self.info.id,
+            user=self.info.user,
+            target=self.info.target,
+            reason=reason,
+            exit_status=exit_status,
+            exit_signal=exit_signal,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+        )

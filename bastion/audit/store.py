@@ -44,7 +44,7 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at)",
 ]
 
-_Op = Callable[[sqlite3.Connection], None]
+_Op = Callable[[sqlite3.Connection], object]
 _STOP = object()
 
 

@@ -18,6 +18,7 @@ from bastion.audit.events import SessionInfo
 from bastion.audit.recording import SessionRecording
 from bastion.config import HostSettings
 from bastion.identity.ca import Identity
+from bastion.logs import log
 from bastion.ssh import upstream
 from bastion.ssh.context import BastionContext
 from bastion.ssh.session import SessionBridge
@@ -90,9 +91,14 @@ class InnerServer(asyncssh.SSHServer):
             return False
         self.sessions += 1
         session_id = f"{self.connection_id}-{self.sessions}"
-        return SessionBridge(
-            self.upstream, lambda: self._new_recording(session_id), self.ctx.settings.server.env_accepted
-        )
+        try:
+            recording = self._new_recording(session_id)
+        except Exception as exc:  # never a silent drop: the user and the log get one line
+            log("internal.error", connection=self.connection_id, where="session", error=repr(exc))
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_CONNECT_FAILED, "bastion: internal error; see its log"
+            ) from None
+        return SessionBridge(self.upstream, recording, self.ctx.settings.server.env_accepted)
 
     def _new_recording(self, session_id: str) -> SessionRecording:
         info = SessionInfo(

@@ -8,7 +8,7 @@ buffer fills, the other side stops reading, so a slow peer never makes the basti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncssh
@@ -59,11 +59,11 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     def __init__(
         self,
         upstream: asyncssh.SSHClientConnection,
-        new_recording: Callable[[], SessionRecording],
+        recording: SessionRecording,
         env_accepted: Callable[[str], bool],
     ) -> None:
         self.upstream = upstream
-        self.recording = new_recording()
+        self.recording = recording
         self.env_accepted = env_accepted
         self.client: asyncssh.SSHServerChannel[bytes] | None = None
         self.target: asyncssh.SSHClientChannel[bytes] | None = None
@@ -81,7 +81,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
         self.client = chan
 
-    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: dict[int, int]) -> bool:
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
         self.pty = (term_type, term_size, dict(term_modes))
         cols, rows = term_size[0], term_size[1]
         self.recording.note(ev.PTY, term=term_type, cols=cols, rows=rows)

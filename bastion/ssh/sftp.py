@@ -21,7 +21,7 @@ STATUS, HANDLE, DATA, EXTENDED = 101, 102, 103, 200
 FXF_WRITE, FXF_APPEND, FXF_CREAT, FXF_TRUNC = 0x02, 0x04, 0x08, 0x10
 _MODIFYING = FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC
 # SSH_FX_* status codes, as lowercase short names ("ok" is SSH_FX_OK)
-STATUS_NAMES = ("ok", "eof", "no_such_file", "permission_denied", "failure", "bad_message")
+STATUS_NAMES: tuple[str, ...] = ("ok", "eof", "no_such_file", "permission_denied", "failure", "bad_message")
 STATUS_NAMES += ("no_connection", "connection_lost", "op_unsupported")
 
 MAX_PACKET = 256 * 1024 + 4096  # OpenSSH's SFTP_MAX_MSG_LENGTH plus a margin
@@ -215,8 +215,9 @@ class SftpInspector:
             op = {RENAME: "rename", SYMLINK: "symlink"}.get(ptype)
             if ptype == EXTENDED:
                 name, off = _string(b, off)
-                if (op := _EXT_OPS.get(name)) is None:
-                    return []
+                op = _EXT_OPS.get(name)
+            if op is None:
+                return []
             first, off = _string(b, off)
             if op == "setstat":
                 return [FileOperation(op, clean_path(first))]
