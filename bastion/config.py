@@ -149,6 +149,16 @@ class CertificateSettings(_Section):
 
 class RecordingSettings(_Section):
     flush_interval: Duration = 0.05
+    checkpoint_interval: Duration = 60.0  # a signed checkpoint at least this often while there is activity
+    retention: Duration | None = None  # prune session events older than this (None: keep forever)
+    log_origin: str = "mcp-bastion/audit"  # the checkpoints' origin line and signing key name
+
+    @field_validator("log_origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if not value or any(c.isspace() or c == "+" for c in value):
+            raise ValueError(f"expected a name without spaces or '+', such as 'bastion.example/audit', got {value!r}")
+        return value
 
 
 class HostSettings(_Section):

@@ -1,10 +1,14 @@
-"""`bastion serve`: open the store, listen, and shut down cleanly on SIGINT or SIGTERM."""
+"""`bastion serve`: open the store, listen, checkpoint the audit log, shut down cleanly."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
+from bastion.audit import retention
+from bastion.audit.recording import close_interrupted
+from bastion.audit.seal import Sealer
 from bastion.audit.store import Store
 from bastion.config import Settings
 from bastion.identity.ca import Authorities
@@ -12,11 +16,14 @@ from bastion.logs import log
 from bastion.ssh import server
 from bastion.ssh.context import BastionContext
 
+PRUNE_INTERVAL = 3600.0
+
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     store = Store(settings.server.database_path, settings.recording.flush_interval)
-    ctx = BastionContext(settings, Authorities(settings.server.state_dir), store)
-    interrupted = store.close_interrupted()
+    sealer = Sealer.from_state_dir(settings.server.state_dir, settings.recording.log_origin)
+    ctx = BastionContext(settings, Authorities(settings.server.state_dir), store, sealer)
+    interrupted = close_interrupted(store, sealer)
     if interrupted:
         ctx.audit("sessions.interrupted", sessions=interrupted)
     ctx.audit("config.loaded", path=str(settings.path), hosts=[h.name for h in settings.hosts])
@@ -27,6 +34,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    tasks = [asyncio.create_task(_checkpoints(ctx, stop)), asyncio.create_task(_retention(ctx, stop))]
     if ready is not None:
         ready.set()
     try:
@@ -36,10 +44,35 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         for conn in list(ctx.live):
             if conn.conn is not None:
                 conn.conn.close()
-        await asyncio.sleep(0.2)  # let sessions record their end
+        await asyncio.sleep(0.2)  # let sessions record their end and seal
         ctx.audit("shutdown", live_connections=len(ctx.live))
-        store.flush()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        store.checkpoint(sealer.origin, sealer.private).result()
         store.close()
+
+
+async def _checkpoints(ctx: BastionContext, stop: asyncio.Event) -> None:
+    """Every interval: enter live sessions' chain heads in the log, then sign a checkpoint if it grew."""
+    interval = ctx.settings.recording.checkpoint_interval
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        for recording in list(ctx.recordings):
+            if recording.closed:
+                ctx.recordings.discard(recording)
+            elif recording.seq:
+                ctx.store.log("session.progress", session=recording.id, events=recording.seq, head=recording.head.hex())
+        if not stop.is_set():
+            ctx.store.checkpoint(ctx.sealer.origin, ctx.sealer.private)
+
+
+async def _retention(ctx: BastionContext, stop: asyncio.Event) -> None:
+    if ctx.settings.recording.retention is None:
+        return
+    while not stop.is_set():
+        await asyncio.to_thread(retention.prune, ctx.store, ctx.sealer, ctx.settings.recording.retention)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=PRUNE_INTERVAL)
 
 
 def run(settings: Settings) -> None:

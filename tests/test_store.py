@@ -6,21 +6,45 @@ import stat
 import time
 from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bastion.audit import chain
 from bastion.audit import events as ev
-from bastion.audit.events import Event, SessionInfo
-from bastion.audit.recording import SessionRecording
+from bastion.audit.events import ChainedEvent, SessionInfo
+from bastion.audit.recording import SessionRecording, close_interrupted
+from bastion.audit.seal import Sealer
 from bastion.audit.store import Store
 
 
+@pytest.fixture
+def sealer() -> Sealer:
+    return Sealer(Ed25519PrivateKey.generate())
+
+
+def _event(session_id: str, seq: int, data: bytes) -> ChainedEvent:
+    return ChainedEvent(session_id, seq, float(seq), ev.STDOUT, data, chain.GENESIS, chain.GENESIS)
+
+
 def _info(session_id: str) -> SessionInfo:
-    return SessionInfo(id=session_id, connection_id="c1", user="alice", groups=("dev",), cert_serial=5,
-                       cert_key_id="user=alice serial=5", source="127.0.0.1:5", target="mcp-host",
-                       target_address="10.0.0.5:22", login="mcp", started_at=time.time())
+    return SessionInfo(
+        id=session_id,
+        connection_id="c1",
+        user="alice",
+        groups=("dev",),
+        cert_serial=5,
+        cert_key_id="user=alice serial=5",
+        source="127.0.0.1:5",
+        target="mcp-host",
+        target_address="10.0.0.5:22",
+        login="mcp",
+        started_at=time.time(),
+    )
 
 
-def test_recording_round_trip_and_metadata(tmp_path: Path) -> None:
+def test_recording_round_trip_and_metadata(tmp_path: Path, sealer: Sealer) -> None:
     store = Store(tmp_path / "db.sqlite", flush_interval=0.01)
-    recording = SessionRecording(store, _info("s1"))
+    recording = SessionRecording(store, sealer, _info("s1"))
     recording.describe(kind="exec", command="ls")
     recording.note(ev.EXEC, command="ls")
     recording.output(b"a\x00b\xff")
@@ -44,7 +68,7 @@ def test_writes_do_not_wait_for_the_disk(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite", flush_interval=0.05)
     started = time.perf_counter()
     for seq in range(1, 20001):
-        store.append_events([Event("s", seq, time.time(), ev.STDOUT, b"x" * 100)])
+        store.append_events([_event("s", seq, b"x" * 100)])
     queued = time.perf_counter() - started
     store.flush()
     assert sum(1 for _ in store.events("s")) == 20000
@@ -52,15 +76,19 @@ def test_writes_do_not_wait_for_the_disk(tmp_path: Path) -> None:
     store.close()
 
 
-def test_committed_events_survive_a_new_process_and_live_sessions_become_interrupted(tmp_path: Path) -> None:
+def test_committed_events_survive_a_new_process_and_live_sessions_become_interrupted(
+    tmp_path: Path, sealer: Sealer
+) -> None:
     path = tmp_path / "db.sqlite"
     store = Store(path)
-    recording = SessionRecording(store, _info("s2"))
+    recording = SessionRecording(store, sealer, _info("s2"))
     recording.output(b"before the crash")
     store.flush()
-    # No close: as if the process died. A new store (the next start) closes it as interrupted.
+    # No close: as if the process died. A new store (the next start) closes and seals it as interrupted.
     reopened = Store(path)
-    assert reopened.close_interrupted() == ["s2"]
+    assert close_interrupted(reopened, sealer) == ["s2"]
+    body, _ = reopened.seal("s2") or ({}, "")
+    assert body["status"] == "interrupted" and body["events"] == 1 and body["last_hash"] == recording.head.hex()
     session = reopened.session("s2")
     assert session is not None and session.status == "interrupted"
     assert [e.data for e in reopened.events("s2")] == [b"before the crash"]
@@ -79,9 +107,9 @@ def test_database_file_is_private(tmp_path: Path) -> None:
 
 def test_a_failing_write_does_not_lose_the_rest_of_its_batch(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite")
-    store.append_events([Event("s", 1, 1.0, ev.STDOUT, b"one")])
-    duplicate = store.submit(lambda c: c.execute("INSERT INTO events VALUES ('s', 1, 1.0, 'stdout', x'00')"))
-    store.append_events([Event("s", 2, 2.0, ev.STDOUT, b"two")])
+    store.append_events([_event("s", 1, b"one")])
+    duplicate = store.submit(lambda c: c.execute("INSERT INTO events VALUES ('s', 1, 1.0, 'stdout', x'00', x'', x'')"))
+    store.append_events([_event("s", 2, b"two")])
     store.flush()
     assert duplicate.exception() is not None
     assert [e.data for e in store.events("s")] == [b"one", b"two"]

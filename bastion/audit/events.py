@@ -45,6 +45,14 @@ class Event:
         return value if isinstance(value, dict) else {}
 
 
+@dataclass(frozen=True, slots=True)
+class ChainedEvent(Event):
+    """An event as stored: with the hash of the one before and its own."""
+
+    prev_hash: bytes = b""
+    hash: bytes = b""
+
+
 def encode_fields(**values: Any) -> bytes:
     """Canonical JSON for a structured event's payload."""
     return json.dumps(values, sort_keys=True, separators=(",", ":")).encode()

@@ -1,4 +1,4 @@
-"""The recording of one session: sequence-numbered events with absolute timestamps."""
+"""The recording of one session: hash-chained, sequence-numbered events, sealed at the end."""
 
 from __future__ import annotations
 
@@ -6,23 +6,36 @@ import dataclasses
 import time
 from typing import Any
 
+from bastion.audit import chain
 from bastion.audit import events as ev
-from bastion.audit.events import Event, SessionInfo
+from bastion.audit.events import ChainedEvent, SessionInfo
+from bastion.audit.seal import Sealer, seal_body, seal_digest
 from bastion.audit.store import Store
 from bastion.logs import log
 
 
 class SessionRecording:
-    """Appends a session's events to the store; the store commits them in batches."""
+    """Appends a session's events to the store (committed in batches) and seals it when it ends."""
 
-    def __init__(self, store: Store, info: SessionInfo) -> None:
+    def __init__(self, store: Store, sealer: Sealer, info: SessionInfo) -> None:
         self.store = store
+        self.sealer = sealer
         self.info = info
         self.seq = 0
+        self.head = chain.GENESIS
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = False
         store.put_session(info)
+        store.log(
+            "session.start",
+            session=info.id,
+            user=info.user,
+            target=info.target,
+            login=info.login,
+            source=info.source,
+            serial=info.cert_serial,
+        )
 
     @property
     def id(self) -> str:
@@ -32,7 +45,10 @@ class SessionRecording:
         if self.closed:
             return
         self.seq += 1
-        self.store.append_events([Event(self.info.id, self.seq, time.time(), type_, data)])
+        ts = time.time()
+        digest = chain.event_hash(self.info.id, self.seq, ts, type_, data, self.head)
+        self.store.append_events([ChainedEvent(self.info.id, self.seq, ts, type_, data, self.head, digest)])
+        self.head = digest
 
     def note(self, type_: str, **fields: Any) -> None:
         self.record(type_, ev.encode_fields(**fields))
@@ -69,6 +85,7 @@ class SessionRecording:
         }
         self.info = dataclasses.replace(self.info, **fields)
         self.store.update_session(self.info.id, **fields)
+        seal(self.store, self.sealer, self.info, self.seq, self.head)
         log(
             "session.end",
             session=self.info.id,
@@ -80,3 +97,28 @@ class SessionRecording:
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
         )
+
+
+def seal(store: Store, sealer: Sealer, info: SessionInfo, events: int, head: bytes) -> None:
+    """Sign the session's seal and enter its digest in the audit log."""
+    body = seal_body(info, events, head)
+    signature = sealer.sign(body)
+    store.put_seal(info.id, body, signature)
+    store.log("session.end", session=info.id, status=info.status, events=events, seal=seal_digest(body, signature))
+
+
+def close_interrupted(store: Store, sealer: Sealer) -> list[str]:
+    """Seal the sessions a killed process left live, with what was committed; return their ids."""
+    closed = []
+    for info in store.sessions(live=True, limit=100000):
+        count, head, last_ts = store.last_event(info.id)
+        fields: dict[str, Any] = {
+            "status": "interrupted",
+            "end_reason": "bastion stopped before the session ended",
+            "ended_at": last_ts or info.started_at,
+        }
+        store.update_session(info.id, **fields)
+        seal(store, sealer, dataclasses.replace(info, **fields), count, head)
+        closed.append(info.id)
+    store.flush()
+    return closed

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bastion.audit.events import Event, SessionInfo
+from bastion.audit import chain
+from bastion.audit.events import ChainedEvent, SessionInfo
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -34,9 +36,16 @@ _SCHEMA = [
         end_reason TEXT, status TEXT, extra TEXT)""",
     """CREATE TABLE IF NOT EXISTS events (
         session_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, type TEXT NOT NULL,
-        data BLOB, PRIMARY KEY (session_id, seq))""",
+        data BLOB, prev_hash BLOB NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (session_id, seq))""",
     """CREATE TABLE IF NOT EXISTS audit_log (
-        seq INTEGER PRIMARY KEY, ts REAL NOT NULL, type TEXT NOT NULL, fields TEXT NOT NULL)""",
+        seq INTEGER PRIMARY KEY, ts REAL NOT NULL, type TEXT NOT NULL, fields TEXT NOT NULL,
+        leaf_hash BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS seals (
+        session_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS tombstones (
+        session_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, ts REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS certificates (
         serial INTEGER PRIMARY KEY, user TEXT NOT NULL, groups TEXT NOT NULL, key_id TEXT,
         principals TEXT, valid_after REAL, valid_before REAL, fingerprint TEXT, issuer TEXT,
@@ -84,6 +93,7 @@ class Store:
         self._reader = sqlite_utils.Database(_connect(path))
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._flush_interval = flush_interval
+        self._frontier = chain.MerkleFrontier()  # owned by the writer thread
         self._thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._thread.start()
         self._closed = False
@@ -94,9 +104,9 @@ class Store:
         self._queue.put((op, done))
         return done
 
-    def append_events(self, events: list[Event]) -> None:
-        rows = [(e.session_id, e.seq, e.ts, e.type, e.data) for e in events]
-        self.submit(lambda c: c.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows))
+    def append_events(self, events: list[ChainedEvent]) -> None:
+        rows = [(e.session_id, e.seq, e.ts, e.type, e.data, e.prev_hash, e.hash) for e in events]
+        self.submit(lambda c: c.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows))
 
     def put_session(self, info: SessionInfo) -> None:
         row = _session_row(info)
@@ -112,12 +122,46 @@ class Store:
         self.submit(lambda c: c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", values))
 
     def log(self, type_: str, **fields: Any) -> Future[None]:
-        """Append to the global audit log (logins, refusals, issuances, ...)."""
+        """Append to the global audit log (logins, refusals, issuances, ...): a leaf of its Merkle tree."""
         text = json.dumps(fields, sort_keys=True, default=str)
         now = time.time()
-        return self.submit(
-            lambda c: c.execute("INSERT INTO audit_log (ts, type, fields) VALUES (?, ?, ?)", (now, type_, text))
-        )
+
+        def append(c: sqlite3.Connection) -> None:
+            # The index is taken inside the write transaction, so several processes share one log.
+            seq = c.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM audit_log").fetchone()[0]
+            leaf = chain.leaf_hash(chain.audit_entry(seq, now, type_, text))
+            c.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?)", (seq, now, type_, text, leaf))
+
+        return self.submit(append)
+
+    def put_seal(self, session_id: str, body: dict[str, Any], signature: str, table: str = "seals") -> None:
+        text = chain.canonical_json(body).decode()
+        self.submit(lambda c: c.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", (session_id, text, signature)))
+
+    def checkpoint(self, origin: str, signer: Ed25519PrivateKey) -> Future[None]:
+        """Sign a checkpoint of the audit log if it grew since the last one."""
+
+        def write(c: sqlite3.Connection) -> None:
+            frontier = self._frontier
+            for (leaf,) in c.execute("SELECT leaf_hash FROM audit_log WHERE seq >= ? ORDER BY seq", (frontier.size,)):
+                frontier.append(bytes(leaf))
+            last = c.execute("SELECT MAX(size) FROM checkpoints").fetchone()[0] or 0
+            if frontier.size > last:
+                point = chain.Checkpoint(origin, frontier.size, frontier.root())
+                note = chain.sign_note(point.text(), origin, signer)
+                c.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", (point.size, point.root, note, time.time()))
+
+        return self.submit(write)
+
+    def prune_events(self, session_id: str, tombstone: dict[str, Any], signature: str) -> Future[None]:
+        """Replace a sealed session's events with a signed tombstone (retention)."""
+        text = chain.canonical_json(tombstone).decode()
+
+        def prune(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO tombstones VALUES (?, ?, ?)", (session_id, text, signature))
+            c.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+
+        return self.submit(prune)
 
     def record_certificate(self, row: dict[str, Any]) -> Future[None]:
         row = {**row, "groups": json.dumps(list(row["groups"])), "principals": json.dumps(list(row["principals"]))}
@@ -127,22 +171,16 @@ class Store:
             lambda c: c.execute(f"INSERT INTO certificates ({columns}) VALUES ({marks})", list(row.values()))
         )
 
-    def close_interrupted(self, reason: str = "interrupted") -> list[str]:
-        """Mark sessions left live by a process that died as interrupted; return their ids."""
-        ids = [r["id"] for r in self._reader.query("SELECT id FROM sessions WHERE status = 'live'")]
-        if ids:
-            now = time.time()
-
-            def close(c: sqlite3.Connection) -> None:
-                for session_id in ids:
-                    last = c.execute("SELECT MAX(ts) FROM events WHERE session_id = ?", (session_id,)).fetchone()[0]
-                    c.execute(
-                        "UPDATE sessions SET status = ?, end_reason = ?, ended_at = ? WHERE id = ? AND status = 'live'",
-                        (reason, "bastion stopped before the session ended", last or now, session_id),
-                    )
-
-            self.submit(close).result()
-        return ids
+    def last_event(self, session_id: str) -> tuple[int, bytes, float | None]:
+        """(count, last hash, last timestamp) of what was committed for a session."""
+        rows = list(
+            self._reader.query(
+                "SELECT seq, hash, ts FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1", [session_id]
+            )
+        )
+        if not rows:
+            return 0, chain.GENESIS, None
+        return int(rows[0]["seq"]), bytes(rows[0]["hash"]), float(rows[0]["ts"])
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is committed."""
@@ -211,9 +249,31 @@ class Store:
                 return None
         return _session_from_row(rows[0])
 
-    def events(self, session_id: str) -> Iterator[Event]:
+    def events(self, session_id: str) -> Iterator[ChainedEvent]:
         for row in self._reader.query("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [session_id]):
-            yield Event(row["session_id"], row["seq"], row["ts"], row["type"], bytes(row["data"] or b""))
+            yield ChainedEvent(
+                row["session_id"],
+                row["seq"],
+                row["ts"],
+                row["type"],
+                bytes(row["data"] or b""),
+                bytes(row["prev_hash"]),
+                bytes(row["hash"]),
+            )
+
+    def seal(self, session_id: str, table: str = "seals") -> tuple[dict[str, Any], str] | None:
+        rows = list(self._reader.query(f"SELECT body, signature FROM {table} WHERE session_id = ?", [session_id]))
+        return (json.loads(rows[0]["body"]), rows[0]["signature"]) if rows else None
+
+    def audit_entries(self) -> Iterator[dict[str, Any]]:
+        for row in self._reader.query("SELECT * FROM audit_log ORDER BY seq"):
+            yield {**row, "leaf_hash": bytes(row["leaf_hash"])}
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        return [{**r, "root": bytes(r["root"])} for r in self._reader.query("SELECT * FROM checkpoints ORDER BY size")]
+
+    def session_ids(self) -> list[str]:
+        return [r["id"] for r in self._reader.query("SELECT id FROM sessions ORDER BY started_at")]
 
     def audit_log(self, type_: str | None = None) -> list[dict[str, Any]]:
         where, args = ("WHERE type = ?", [type_]) if type_ else ("", [])

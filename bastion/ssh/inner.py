@@ -114,7 +114,9 @@ class InnerServer(asyncssh.SSHServer):
             login=self.login,
             started_at=time.time(),
         )
-        return SessionRecording(self.ctx.store, info)
+        recording = SessionRecording(self.ctx.store, self.ctx.sealer, info)
+        self.ctx.recordings.add(recording)
+        return recording
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
         self.ctx.audit(
