@@ -345,14 +345,12 @@ def audit_verify(
             fail(f"{bundle}: FAILED: {exc}")
         return
     settings = None
-    if database is None or public is None or origin is None:
-        if database is not None and config_path is None and public is None:
-            fail("--database needs --pubkey (the audit public key) when there is no configuration")
+    if database is None or public is None or config_path is not None:
+        # An auditor with a copy of the database and the public key needs no configuration.
         try:
             settings = config_mod.load(config_path)
         except config_mod.ConfigError as exc:
             fail(str(exc))
-    assert settings is not None or (database is not None and public is not None)
     db_path = Path(database) if database else settings.server.database_path  # type: ignore[union-attr]
     if public is None:
         public = load_public_key(settings.server.state_dir / "audit.pub")  # type: ignore[union-attr]
