@@ -250,3 +250,22 @@ def test_retention_prunes_with_a_signed_tombstone_and_stays_verifiable(own_env: 
         )
     result = env.bastion("audit", "verify", check=False)
     assert result.returncode == 1 and "tombstone" in result.stderr
+
+
+def test_checkpoints_are_signed_periodically_and_at_shutdown(own_env: BastionEnv) -> None:
+    env = own_env
+    env.stop()
+    with env.config.open("a") as file:
+        file.write('\n[recording]\ncheckpoint_interval = "1s"\n')
+    env.start()
+    assert env.ssh("echo periodic-checkpoint").returncode == 0
+    store = env.store()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not store.checkpoints():
+        time.sleep(0.2)
+    assert store.checkpoints(), "no checkpoint was signed within the interval"
+    env.stop()  # SIGTERM: the shutdown checkpoint covers the whole log
+    entries = list(store.audit_entries())
+    assert store.checkpoints()[-1]["size"] == len(entries)
+    assert entries[-1]["type"] == "shutdown"
+    assert env.bastion("audit", "verify").returncode == 0

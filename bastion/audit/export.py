@@ -32,7 +32,7 @@ FORMATS = ("asciicast", "text", "jsonl")
 
 # Recorded sizes come from the client; bound them so a hostile window-change
 # cannot make the renderer allocate or loop without limit.
-_MAX_DIM = 2000
+_MAX_DIM = 1000
 _LABEL_MAX = 120
 _HISTORY = 100_000
 
@@ -156,7 +156,8 @@ class _AuditScreen(pyte.HistoryScreen):
     """A HistoryScreen that loses nothing that was shown and never raises on bad input."""
 
     def __getattribute__(self, attr: str) -> Any:
-        value = super().__getattribute__(attr)
+        # Bypasses HistoryScreen's own wrapper: it only serves paging, which we never do.
+        value = object.__getattribute__(self, attr)
         if attr not in pyte.Stream.events:
             return value
         handler: Callable[..., Any] = value
@@ -184,6 +185,11 @@ class _AuditScreen(pyte.HistoryScreen):
         if how in (2, 3) or (how == 0 and self.cursor.y == 0 and self.cursor.x == 0):
             self._save_screen()
         pyte.Screen.erase_in_display(self, how, *args, **kwargs)
+
+    def alignment_display(self) -> None:
+        # DECALN fills the screen with "E"s: a test pattern, no content, and at the largest
+        # screen sizes a cheap way to make the export crawl.
+        pass
 
     def reset(self) -> None:
         self._save_screen()
