@@ -13,20 +13,8 @@ from typing import Any
 
 import pyte
 
-from bastion.audit.events import (
-    BYTE_TYPES,
-    ENV,
-    EXEC,
-    EXIT,
-    MARKER,
-    PTY,
-    RESIZE,
-    STDERR,
-    STDOUT,
-    TRANSFER,
-    Event,
-    SessionInfo,
-)
+from bastion.audit import events as ev
+from bastion.audit.events import BYTE_TYPES, Event, SessionInfo
 
 FORMATS = ("asciicast", "text", "jsonl")
 
@@ -49,8 +37,8 @@ _ESCAPES = re.compile(
 _PARTIAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b\n]{0,1024}\x1b?|[ -/]*)?\Z")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+def _dumps(value: Any, *, sort_keys: bool = True) -> str:
+    return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), default=str)
 
 
 def _fields(event: Event) -> dict[str, Any] | None:
@@ -67,51 +55,43 @@ def _dim(value: Any, fallback: int) -> int:
     return fallback
 
 
-def _initial_pty(session: SessionInfo, events: list[Event]) -> tuple[int, int, str]:
-    """(cols, rows, term) the output started with."""
-    cols, rows, term = _dim(session.cols, 80), _dim(session.rows, 24), session.term
+def _initial_pty(session: SessionInfo, events: list[Event]) -> tuple[int, int, dict[str, str]]:
+    """(cols, rows, {TERM, SHELL}) in force when the output started."""
+    cols, rows = _dim(session.cols, 80), _dim(session.rows, 24)
+    env = {"TERM": session.term} if session.term else {}
     for event in events:
         if event.type in BYTE_TYPES:
             break
-        if event.type == PTY:
-            fields = _fields(event) or {}
+        fields = _fields(event) or {}
+        if event.type == ev.PTY:
             cols, rows = _dim(fields.get("cols"), cols), _dim(fields.get("rows"), rows)
-            term = str(fields.get("term") or term)
-    return cols, rows, term
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= _LABEL_MAX else text[: _LABEL_MAX - 1] + "…"
+            env["TERM"] = str(fields.get("term") or env.get("TERM", ""))
+        elif event.type == ev.ENV and fields.get("name") == "SHELL":
+            env["SHELL"] = str(fields.get("value", ""))
+    return cols, rows, {name: value for name, value in env.items() if value}
 
 
 def _marker_label(event: Event) -> str | None:
     fields = _fields(event) or {}
-    if event.type == EXEC:
-        return _shorten(f"exec: {fields.get('command', '')}")
-    if event.type == EXIT:
-        if fields.get("signal"):
-            core = " (core dumped)" if fields.get("core_dumped") else ""
-            return _shorten(f"signal {fields['signal']}{core}")
-        return _shorten(f"exit {fields.get('status', '?')}")
-    if event.type == TRANSFER:
-        op, path, size = fields.get("op", "?"), fields.get("path", "?"), fields.get("bytes", "?")
-        return _shorten(f"{op} {path} ({size} bytes)")
-    if event.type == MARKER:
-        return _shorten(str(fields.get("text", "")))
-    return None
+    if event.type == ev.EXEC:
+        label = f"exec: {fields.get('command', '')}"
+    elif event.type == ev.EXIT and fields.get("signal"):
+        label = f"signal {fields['signal']}" + (" (core dumped)" if fields.get("core_dumped") else "")
+    elif event.type == ev.EXIT:
+        label = f"exit {fields.get('status', '?')}"
+    elif event.type == ev.TRANSFER:
+        label = f"{fields.get('op', '?')} {fields.get('path', '?')} ({fields.get('bytes', '?')} bytes)"
+    elif event.type == ev.MARKER:
+        label = str(fields.get("text", ""))
+    else:
+        return None
+    return label if len(label) <= _LABEL_MAX else label[: _LABEL_MAX - 1] + "…"
 
 
 def to_asciicast(session: SessionInfo, events: Iterable[Event]) -> str:
     """The session as an asciicast v2 recording, playable with `asciinema play`."""
     events = list(events)
-    cols, rows, term = _initial_pty(session, events)
-    env = {"TERM": term} if term else {}
-    for event in events:
-        if event.type in BYTE_TYPES:
-            break
-        fields = _fields(event) or {}
-        if event.type == ENV and fields.get("name") == "SHELL":
-            env["SHELL"] = str(fields.get("value", ""))
+    cols, rows, env = _initial_pty(session, events)
     command = session.command or "shell"
     header = {
         "version": 2,
@@ -121,7 +101,7 @@ def to_asciicast(session: SessionInfo, events: Iterable[Event]) -> str:
         "title": f"{session.user}@{session.target} as {session.login}: {command}",
         "env": env,
     }
-    lines = [_dumps(header)]
+    lines = [_dumps(header, sort_keys=False)]  # "version" first, as recorders write it
     origin = session.started_at or (events[0].ts if events else 0.0)
     now = 0.0
     # One decoder per stream: a character split across chunks of one stream must not
@@ -134,7 +114,7 @@ def to_asciicast(session: SessionInfo, events: Iterable[Event]) -> str:
             text = decoders[event.type].decode(event.data)
             if text:
                 lines.append(_dumps([now, "o", text]))
-        elif event.type == RESIZE:
+        elif event.type == ev.RESIZE:
             fields = _fields(event) or {}
             cols, rows = _dim(fields.get("cols"), cols), _dim(fields.get("rows"), rows)
             lines.append(_dumps([now, "r", f"{cols}x{rows}"]))
@@ -173,11 +153,15 @@ class _AuditScreen(pyte.HistoryScreen):
 
         return tolerant
 
+    def _scroll_off(self, rows: range) -> None:
+        for y in rows:
+            self.history.top.append(self.buffer[y])
+            del self.buffer[y]
+
     def _save_screen(self) -> None:
         """Move the screen's lines, down to the last non-blank one, into scroll-back."""
         used = [y for y in range(self.lines) if y in self.buffer and _render_line(self.buffer[y])]
-        for y in range(max(used, default=-1) + 1):
-            self.history.top.append(self.buffer.pop(y, {}))
+        self._scroll_off(range(max(used, default=-1) + 1))
 
     def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
         # A clear would drop what was on screen without it ever reaching scroll-back,
@@ -201,8 +185,7 @@ class _AuditScreen(pyte.HistoryScreen):
             # pyte drops the top rows outright; like xterm, scroll only as far as the
             # cursor's row needs to stay visible, and keep what scrolls off.
             shift = max(0, self.cursor.y - lines + 1)
-            for y in range(shift):
-                self.history.top.append(self.buffer.pop(y, {}))
+            self._scroll_off(range(shift))
             kept = {y - shift: row for y, row in self.buffer.items() if shift <= y < shift + lines}
             self.buffer.clear()
             self.buffer.update(kept)
@@ -230,16 +213,16 @@ def _strip_controls(events: list[Event]) -> str:
 def to_text(session: SessionInfo, events: Iterable[Event]) -> str:
     """What the terminal showed, scroll-back included; plain output for sessions without a pty."""
     events = list(events)
-    if not session.term and not any(event.type == PTY for event in events):
+    if not session.term and not any(event.type == ev.PTY for event in events):
         return _strip_controls(events)
     cols, rows, _ = _initial_pty(session, events)
     screen = _AuditScreen(cols, rows, history=_HISTORY)
     # Separate streams keep each one's UTF-8 and escape-sequence state apart.
-    streams = {STDOUT: pyte.ByteStream(screen), STDERR: pyte.ByteStream(screen)}
+    streams = {ev.STDOUT: pyte.ByteStream(screen), ev.STDERR: pyte.ByteStream(screen)}
     for event in events:
         if event.type in streams:
             streams[event.type].feed(event.data)
-        elif event.type == RESIZE:
+        elif event.type == ev.RESIZE:
             fields = _fields(event) or {}
             screen.resize(_dim(fields.get("rows"), screen.lines), _dim(fields.get("cols"), screen.columns))
     for stream in streams.values():
@@ -270,11 +253,7 @@ def to_jsonl(session: SessionInfo, events: Iterable[Event]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_RENDERERS: dict[str, Callable[[SessionInfo, Iterable[Event]], str]] = {
-    "asciicast": to_asciicast,
-    "text": to_text,
-    "jsonl": to_jsonl,
-}
+_RENDERERS = {"asciicast": to_asciicast, "text": to_text, "jsonl": to_jsonl}
 
 
 def render(fmt: str, session: SessionInfo, events: Iterable[Event]) -> str:

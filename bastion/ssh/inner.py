@@ -20,7 +20,7 @@ from bastion.config import HostSettings
 from bastion.identity.ca import Identity
 from bastion.logs import log
 from bastion.ssh import upstream
-from bastion.ssh.context import BastionContext
+from bastion.ssh.context import CIPHERS, BastionContext
 from bastion.ssh.session import SessionBridge
 
 
@@ -154,6 +154,7 @@ def inner_connection(
         sftp_factory=None,
         login_timeout=ctx.settings.server.login_grace,
         keepalive_interval=0,
+        encryption_algs=CIPHERS,
         config=None,
         encoding=None,
     )

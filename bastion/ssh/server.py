@@ -17,7 +17,7 @@ import asyncssh
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
-from bastion.ssh.context import BastionContext, new_connection_id
+from bastion.ssh.context import CIPHERS, BastionContext, new_connection_id
 from bastion.ssh.inner import inner_connection
 
 
@@ -193,6 +193,7 @@ async def listen(ctx: BastionContext) -> asyncio.AbstractServer:
         login_timeout=settings.login_grace,
         config=None,
         keepalive_interval=60,
+        encryption_algs=CIPHERS,
         encoding=None,
     )
     loop = asyncio.get_running_loop()

