@@ -61,9 +61,15 @@ async def _checkpoints(ctx: BastionContext, stop: asyncio.Event) -> None:
             if recording.closed:
                 ctx.recordings.discard(recording)
             elif recording.seq:
-                ctx.store.log("session.progress", session=recording.id, events=recording.seq, head=recording.head.hex())
+                _log_progress(ctx, recording.id, recording.seq)
         if not stop.is_set():
             ctx.store.checkpoint(ctx.sealer.origin, ctx.sealer.private)
+
+
+def _log_progress(ctx: BastionContext, session_id: str, events: int) -> None:
+    ctx.store.chain_head(session_id).add_done_callback(
+        lambda head: ctx.store.log("session.progress", session=session_id, events=events, head=head.result().hex())
+    )
 
 
 async def _retention(ctx: BastionContext, stop: asyncio.Event) -> None:

@@ -258,8 +258,14 @@ def test_checkpoints_are_signed_periodically_and_at_shutdown(own_env: BastionEnv
     with env.config.open("a") as file:
         file.write('\n[recording]\ncheckpoint_interval = "1s"\n')
     env.start()
-    assert env.ssh("echo periodic-checkpoint").returncode == 0
+    assert env.ssh("echo periodic-checkpoint; sleep 2.5").returncode == 0
     store = env.store()
+    # While it ran, the session's chain head was entered in the log: the checkpoint pins its prefix.
+    session_id = env.latest_session("periodic-checkpoint")
+    progress = [e["fields"] for e in store.audit_log("session.progress") if e["fields"]["session"] == session_id]
+    assert progress, "no session.progress entry for a session that outlived a checkpoint interval"
+    hashes = {e.seq: e.hash.hex() for e in store.events(session_id)}
+    assert all(hashes[p["events"]] == p["head"] for p in progress)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not store.checkpoints():
         time.sleep(0.2)

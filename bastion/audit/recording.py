@@ -6,9 +6,8 @@ import dataclasses
 import time
 from typing import Any
 
-from bastion.audit import chain
 from bastion.audit import events as ev
-from bastion.audit.events import ChainedEvent, SessionInfo
+from bastion.audit.events import Event, SessionInfo
 from bastion.audit.seal import Sealer, seal_body, seal_digest
 from bastion.audit.store import Store
 from bastion.logs import log
@@ -22,7 +21,6 @@ class SessionRecording:
         self.sealer = sealer
         self.info = info
         self.seq = 0
-        self.head = chain.GENESIS
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = False
@@ -45,10 +43,7 @@ class SessionRecording:
         if self.closed:
             return
         self.seq += 1
-        ts = time.time()
-        digest = chain.event_hash(self.info.id, self.seq, ts, type_, data, self.head)
-        self.store.append_events([ChainedEvent(self.info.id, self.seq, ts, type_, data, self.head, digest)])
-        self.head = digest
+        self.store.append_events([Event(self.info.id, self.seq, time.time(), type_, data)])
 
     def note(self, type_: str, **fields: Any) -> None:
         self.record(type_, ev.encode_fields(**fields))
@@ -85,7 +80,11 @@ class SessionRecording:
         }
         self.info = dataclasses.replace(self.info, **fields)
         self.store.update_session(self.info.id, **fields)
-        seal(self.store, self.sealer, self.info, self.seq, self.head)
+        info, count, store, sealer = self.info, self.seq, self.store, self.sealer
+        # The writer thread chains events; seal once it has chained the last one.
+        store.chain_head(info.id, forget=True).add_done_callback(
+            lambda head: seal(store, sealer, info, count, head.result())
+        )
         log(
             "session.end",
             session=self.info.id,

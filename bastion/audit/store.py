@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.audit import chain
-from bastion.audit.events import ChainedEvent, SessionInfo
+from bastion.audit.events import ChainedEvent, Event, SessionInfo
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -53,7 +53,7 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at)",
 ]
 
-_Op = Callable[[sqlite3.Connection], object]
+T = TypeVar("T")
 _STOP = object()
 
 
@@ -94,17 +94,38 @@ class Store:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._flush_interval = flush_interval
         self._frontier = chain.MerkleFrontier()  # owned by the writer thread
+        self._heads: dict[str, bytes] = {}  # chain head of each session this process records
         self._thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._thread.start()
         self._closed = False
 
     # Writes: queued, committed in batches by the writer thread.
-    def submit(self, op: _Op) -> Future[None]:
-        done: Future[None] = Future()
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue a write; the writer thread runs it in its next batch and resolves the future."""
+        done: Future[T] = Future()
         self._queue.put((op, done))
         return done
 
-    def append_events(self, events: list[ChainedEvent]) -> None:
+    def append_events(self, events: list[Event]) -> None:
+        """Queue events; the writer thread chains them (hashing stays off the event loop)."""
+        self.submit(lambda c: self._chain(c, events))
+
+    def _chain(self, conn: sqlite3.Connection, events: list[Event]) -> None:
+        rows = []
+        for e in events:
+            prev = self._heads.get(e.session_id, chain.GENESIS)
+            digest = chain.event_hash(e.session_id, e.seq, e.ts, e.type, e.data, prev)
+            self._heads[e.session_id] = digest
+            rows.append((e.session_id, e.seq, e.ts, e.type, e.data, prev, digest))
+        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def chain_head(self, session_id: str, forget: bool = False) -> Future[bytes]:
+        """The hash of a session's last event queued so far (after the writer has chained it)."""
+        heads = self._heads
+        return self.submit(lambda c: (heads.pop if forget else heads.get)(session_id, chain.GENESIS))
+
+    def insert_events(self, events: list[ChainedEvent]) -> None:
+        """Insert events exactly as given (hashes included); for tests and imports."""
         rows = [(e.session_id, e.seq, e.ts, e.type, e.data, e.prev_hash, e.hash) for e in events]
         self.submit(lambda c: c.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows))
 
@@ -163,7 +184,7 @@ class Store:
 
         return self.submit(prune)
 
-    def record_certificate(self, row: dict[str, Any]) -> Future[None]:
+    def record_certificate(self, row: dict[str, Any]) -> Future[Any]:
         row = {**row, "groups": json.dumps(list(row["groups"])), "principals": json.dumps(list(row["principals"]))}
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -213,15 +234,16 @@ class Store:
             self._commit(conn, items)
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, items: list[tuple[_Op, Future[None]]]) -> None:
+    def _commit(conn: sqlite3.Connection, items: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
         if not items:
             return
         errors: dict[int, BaseException] = {}
+        results: dict[int, Any] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
             for index, (op, _) in enumerate(items):
                 try:
-                    op(conn)
+                    results[index] = op(conn)
                 except Exception as exc:  # one bad write must not lose the rest of the batch
                     errors[index] = exc
             conn.execute("COMMIT")
@@ -233,7 +255,7 @@ class Store:
             if index in errors:
                 done.set_exception(errors[index])
             else:
-                done.set_result(None)
+                done.set_result(results.get(index))
 
     # Reads.
     def sessions(self, live: bool | None = None, limit: int = 1000) -> list[SessionInfo]:
