@@ -21,17 +21,18 @@ class Terminal:
 
     def __init__(self, env: BastionEnv, cols: int = 100, rows: int = 30) -> None:
         self.name = f"bastion-{uuid.uuid4().hex[:8]}"
+        # A tmux server of its own (-L): no race with another test's server shutting down.
+        self.tmux = ["tmux", "-L", self.name, "-f", "/dev/null"]
         command = f"ssh -F {env.ssh_config} -t -J bastion {env.login}@mcp-host"
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(cols), "-y", str(rows), command], check=True
-        )
+        size = ["-x", str(cols), "-y", str(rows)]
+        subprocess.run([*self.tmux, "new-session", "-d", "-s", self.name, *size, command], check=True)
 
     def screen(self) -> str:
-        result = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
+        result = subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
         return result.stdout
 
     def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.name, *keys], check=True)
 
     def line(self, text: str) -> None:
         self.keys("-l", text)
@@ -47,13 +48,13 @@ class Terminal:
         raise AssertionError(f"{pattern!r} never appeared; screen:\n{self.screen()}")
 
     def resize(self, cols: int, rows: int) -> None:
-        subprocess.run(["tmux", "resize-window", "-t", self.name, "-x", str(cols), "-y", str(rows)], check=True)
+        subprocess.run([*self.tmux, "resize-window", "-t", self.name, "-x", str(cols), "-y", str(rows)], check=True)
 
     def alive(self) -> bool:
-        return subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True).returncode == 0
+        return subprocess.run([*self.tmux, "has-session", "-t", self.name], capture_output=True).returncode == 0
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.tmux, "kill-server", "-t", self.name], capture_output=True)
 
 
 @pytest.fixture
