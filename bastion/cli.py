@@ -26,17 +26,16 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def config_path_option(
+    help_text: str = f"Configuration file (default: ./{config_mod.DEFAULT_PATH} or ${config_mod.ENV_VAR}).",
+) -> Any:
+    return click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None, help=help_text)
+
+
 def config_option(func: F) -> F:
     """-c/--config on every command; loads the settings and hands them over as `settings`."""
 
-    @click.option(
-        "-c",
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help=f"Configuration file (default: ./{config_mod.DEFAULT_PATH} or ${config_mod.ENV_VAR}).",
-    )
+    @config_path_option()
     @functools.wraps(func)
     def wrapper(*args: Any, config_path: str | None, **kwargs: Any) -> Any:
         try:
@@ -167,14 +166,7 @@ def cert_issue(
 
 
 @main.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Configuration file (default: ./bastion.toml or $BASTION_CONFIG).",
-)
+@config_path_option()
 def demo(config_path: str | None) -> None:
     """Run the bastion on its defaults with local demo targets (needs root and sshd)."""
     from bastion.demo import run_demo
@@ -279,14 +271,7 @@ def _bundle(settings: config_mod.Settings, store: Store, session_id: str) -> str
 
 
 @audit.command("verify")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Configuration file (for the database, the key and the origin).",
-)
+@config_path_option("Configuration file (for the database, the key and the origin).")
 @click.option("--session", "session_id", default=None, help="Only this session (default: everything).")
 @click.option("--all", "check_all", is_flag=True, help="Every session, the audit log and its checkpoints (default).")
 @click.option(

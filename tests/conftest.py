@@ -6,6 +6,7 @@ different setup start their own). Every test gets its own session ids, so tests 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -199,8 +200,9 @@ def make_env(root: Path) -> BastionEnv:
     return env
 
 
-@pytest.fixture(scope="session")
-def env() -> Iterator[BastionEnv]:
+@contextlib.contextmanager
+def running_env() -> Iterator[BastionEnv]:
+    """A bastion and its target in a folder of their own, stopped and removed afterwards."""
     # Not under pytest's 0700 tmp folder: sshd reads authorized_keys as the target's login.
     root = Path(tempfile.mkdtemp(prefix="bastion-test-"))
     os.chmod(root, 0o755)
@@ -211,3 +213,9 @@ def env() -> Iterator[BastionEnv]:
         environment.stop()
         environment.target.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[BastionEnv]:
+    with running_env() as environment:
+        yield environment

@@ -8,7 +8,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import asyncssh
 import pytest
 
 from bastion.audit import chain
-from tests.conftest import BastionEnv, make_env, run_bastion
+from tests.conftest import BastionEnv, run_bastion, running_env
 
 pytestmark = pytest.mark.e2e
 
@@ -192,15 +191,8 @@ def test_bundle_verifies_elsewhere_and_detects_tampering(env: BastionEnv, tmp_pa
 
 @pytest.fixture
 def own_env() -> Iterator[BastionEnv]:
-    root = Path(tempfile.mkdtemp(prefix="bastion-test-"))
-    root.chmod(0o755)
-    environment = make_env(root)
-    try:
+    with running_env() as environment:
         yield environment
-    finally:
-        environment.stop()
-        environment.target.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_sigkill_during_a_session_then_restart_seals_it_as_interrupted(own_env: BastionEnv) -> None:

@@ -20,7 +20,7 @@ from bastion.config import HostSettings
 from bastion.identity.ca import Identity
 from bastion.logs import log
 from bastion.ssh import upstream
-from bastion.ssh.context import CIPHERS, BastionContext
+from bastion.ssh.context import BastionContext, server_options
 from bastion.ssh.session import SessionBridge
 
 
@@ -143,19 +143,10 @@ def inner_connection(
     ctx: BastionContext, identity: Identity, host: HostSettings, source: str, connection_id: str
 ) -> asyncssh.SSHServerConnection:
     """A server connection to hand back as the direct-tcpip channel's session."""
-    options = asyncssh.SSHServerConnectionOptions(
+    options = server_options(
         server_factory=lambda: InnerServer(ctx, identity, host, source, connection_id),
         server_host_keys=[(ctx.authorities.host_key, ctx.authorities.host_certificate(host.name))],
-        allow_pty=True,
-        line_editor=False,
-        agent_forwarding=False,
-        x11_forwarding=False,
-        allow_scp=False,
-        sftp_factory=None,
         login_timeout=ctx.settings.server.login_grace,
-        keepalive_interval=0,
-        encryption_algs=CIPHERS,
-        config=None,
-        encoding=None,
+        keepalive_interval=0,  # the outer connection keeps alive
     )
     return asyncssh.SSHServerConnection(asyncio.get_event_loop(), options, None, None)

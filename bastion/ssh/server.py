@@ -17,7 +17,7 @@ import asyncssh
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
-from bastion.ssh.context import CIPHERS, BastionContext, new_connection_id
+from bastion.ssh.context import BastionContext, new_connection_id, server_options
 from bastion.ssh.inner import inner_connection
 
 
@@ -177,24 +177,15 @@ class BastionShell(asyncssh.SSHServerSession[bytes]):
 async def listen(ctx: BastionContext) -> asyncio.AbstractServer:
     """Start accepting connections on [server] listen."""
     settings = ctx.settings.server
-    options = asyncssh.SSHServerConnectionOptions(
+    options = server_options(
         server_factory=lambda: OuterServer(ctx),
         server_host_keys=[(ctx.authorities.host_key, ctx.authorities.outer_host_certificate(settings.names))],
         password_auth=False,
         kbdint_auth=False,
         gss_host=None,
         host_based_auth=False,
-        allow_pty=True,
-        line_editor=False,
-        agent_forwarding=False,
-        x11_forwarding=False,
-        allow_scp=False,
-        sftp_factory=None,
         login_timeout=settings.login_grace,
-        config=None,
         keepalive_interval=60,
-        encryption_algs=CIPHERS,
-        encoding=None,
     )
     loop = asyncio.get_running_loop()
 
