@@ -47,6 +47,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await asyncio.sleep(0.2)  # let sessions record their end and seal
         ctx.audit("shutdown", live_connections=len(ctx.live))
         await asyncio.gather(*tasks, return_exceptions=True)
+        store.flush()  # every seal is in the log before the last checkpoint signs it
         store.checkpoint(sealer.origin, sealer.private).result()
         store.close()
 
@@ -61,6 +62,7 @@ async def _checkpoints(ctx: BastionContext, stop: asyncio.Event) -> None:
             if recording.closed:
                 ctx.recordings.discard(recording)
             elif recording.seq:
+                recording.flush()  # so that the chain head covers every counted event
                 _log_progress(ctx, recording.id, recording.seq)
         if not stop.is_set():
             ctx.store.checkpoint(ctx.sealer.origin, ctx.sealer.private)

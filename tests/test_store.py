@@ -115,3 +115,33 @@ def test_a_failing_write_does_not_lose_the_rest_of_its_batch(tmp_path: Path) -> 
     assert duplicate.exception() is not None
     assert [e.data for e in store.events("s")] == [b"one", b"two"]
     store.close()
+
+
+def test_output_is_coalesced_within_the_window_and_keeps_every_byte(tmp_path: Path, sealer: Sealer) -> None:
+    import asyncio
+
+    store = Store(tmp_path / "db.sqlite", flush_interval=0.01)
+
+    async def session() -> SessionRecording:
+        recording = SessionRecording(store, sealer, _info("s3"))
+        for i in range(100):
+            recording.output(b"%03d\n" % i)  # one burst: one event
+        recording.input(3)
+        recording.input(4)
+        await asyncio.sleep(0.05)
+        recording.output(b"later\n")  # after the window: an event of its own
+        recording.output(b"err\n", stderr=True)
+        recording.close("exit", exit_status=0)
+        return recording
+
+    asyncio.run(session())
+    store.flush()
+    events = list(store.events("s3"))
+    assert [e.type for e in events] == ["stdout", "input", "stdout", "stderr", "exit"]
+    assert events[0].data == b"".join(b"%03d\n" % i for i in range(100))
+    assert events[1].fields() == {"bytes": 7}
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert events[2].ts - events[0].ts >= 0.04
+    body, _ = store.seal("s3") or ({}, "")
+    assert body["events"] == 5 and body["last_hash"] == events[-1].hash.hex()
+    store.close()

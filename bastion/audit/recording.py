@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -12,15 +13,27 @@ from bastion.audit.seal import Sealer, seal_body, seal_digest
 from bastion.audit.store import Store
 from bastion.logs import log
 
+COALESCE_SECONDS = 0.02  # output arriving within this window of the first chunk is one event
+COALESCE_BYTES = 256 * 1024  # ... up to this size
+
 
 class SessionRecording:
-    """Appends a session's events to the store (committed in batches) and seals it when it ends."""
+    """Appends a session's events to the store (committed in batches) and seals it when it ends.
+
+    Consecutive output of one stream within COALESCE_SECONDS becomes one event, stamped with the
+    time of its first byte, and input sizes are summed the same way: per-chunk events cost the
+    bastion a third of its bulk throughput. An event reaches the store at most 20 ms after its
+    first byte; the store commits every flush_interval (50 ms).
+    """
 
     def __init__(self, store: Store, sealer: Sealer, info: SessionInfo) -> None:
         self.store = store
         self.sealer = sealer
         self.info = info
         self.seq = 0
+        self._pending: list[list[Any]] = []  # [seq, ts, type, bytearray | byte count | bytes]
+        self._pending_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = False
@@ -43,18 +56,57 @@ class SessionRecording:
         if self.closed:
             return
         self.seq += 1
-        self.store.append_events([Event(self.info.id, self.seq, time.time(), type_, data)])
+        self._pending.append([self.seq, time.time(), type_, data])
+        self._flush_soon()
+
+    def _coalesce(self, type_: str, data: bytes | int) -> None:
+        """Add output bytes (or an input size) to the pending event of the same type, or start one."""
+        if self.closed:
+            return
+        last = self._pending[-1] if self._pending else None
+        if last is not None and last[2] == type_:
+            last[3] += data
+        else:
+            self.seq += 1
+            self._pending.append([self.seq, time.time(), type_, bytearray(data) if isinstance(data, bytes) else data])
+        self._pending_bytes += len(data) if isinstance(data, bytes) else 0
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._pending_bytes >= COALESCE_BYTES:
+            self.flush()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(COALESCE_SECONDS, self.flush)
+            except RuntimeError:  # no event loop (tools, tests): write through
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand what is pending to the store."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        events = []
+        for seq, ts, type_, data in self._pending:
+            if type_ == ev.INPUT:
+                data = ev.encode_fields(bytes=data)
+            events.append(Event(self.info.id, seq, ts, type_, bytes(data)))
+        self._pending.clear()
+        self._pending_bytes = 0
+        self.store.append_events(events)
 
     def note(self, type_: str, **fields: Any) -> None:
         self.record(type_, ev.encode_fields(**fields))
 
     def output(self, data: bytes, stderr: bool = False) -> None:
         self.bytes_out += len(data)
-        self.record(ev.STDERR if stderr else ev.STDOUT, data)
+        self._coalesce(ev.STDERR if stderr else ev.STDOUT, data)
 
     def input(self, size: int) -> None:
         self.bytes_in += size
-        self.note(ev.INPUT, bytes=size)
+        self._coalesce(ev.INPUT, size)
 
     def describe(self, **fields: Any) -> None:
         """Update metadata learnt after the start (kind, command, terminal)."""
@@ -68,6 +120,7 @@ class SessionRecording:
             self.note(ev.EXIT, status=exit_status)
         elif exit_signal is not None:
             self.note(ev.EXIT, signal=exit_signal)
+        self.flush()
         self.closed = True
         fields: dict[str, Any] = {
             "ended_at": time.time(),

@@ -95,6 +95,8 @@ class Store:
         self._flush_interval = flush_interval
         self._frontier = chain.MerkleFrontier()  # owned by the writer thread
         self._heads: dict[str, bytes] = {}  # chain head of each session this process records
+        self._outstanding = 0  # writes submitted and not yet committed (flush waits for 0)
+        self._outstanding_lock = threading.Lock()
         self._thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._thread.start()
         self._closed = False
@@ -103,6 +105,8 @@ class Store:
     def submit(self, op: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Queue a write; the writer thread runs it in its next batch and resolves the future."""
         done: Future[T] = Future()
+        with self._outstanding_lock:
+            self._outstanding += 1
         self._queue.put((op, done))
         return done
 
@@ -204,12 +208,20 @@ class Store:
         return int(rows[0]["seq"]), bytes(rows[0]["hash"]), float(rows[0]["ts"])
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait until everything queued so far is committed."""
-        self.submit(lambda c: None).result(timeout)
+        """Wait until everything queued so far, and what its completion queued (seals), is committed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.submit(lambda c: None).result(max(0.1, deadline - time.monotonic()))
+            with self._outstanding_lock:
+                if self._outstanding == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the store did not commit within the flush timeout")
 
     def close(self) -> None:
         if self._closed:
             return
+        self.flush()
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
@@ -233,8 +245,9 @@ class Store:
             items = [item for item in batch if item is not _STOP]
             self._commit(conn, items)
 
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, items: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
+    def _commit(
+        self, conn: sqlite3.Connection, items: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]
+    ) -> None:
         if not items:
             return
         errors: dict[int, BaseException] = {}
@@ -251,6 +264,8 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             errors = dict.fromkeys(range(len(items)), exc)
+        with self._outstanding_lock:  # before the futures resolve: a flush that wakes sees the truth
+            self._outstanding -= len(items)
         for index, (_, done) in enumerate(items):
             if index in errors:
                 done.set_exception(errors[index])
