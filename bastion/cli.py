@@ -141,6 +141,8 @@ def cert_issue(
     """Sign a user certificate for PUBKEY, recorded and audited."""
     from bastion.identity.issuance import IssuanceError, issue_certificate
 
+    if not config_mod.LOGIN_NAME.match(user):
+        fail(f"--user: expected a login name such as 'alice', got {user!r}")
     try:
         seconds = config_mod.parse_duration(ttl) if ttl else settings.certificates.user_ttl
     except ValueError as exc:

@@ -201,3 +201,33 @@ def test_structured_log_lines(env: BastionEnv) -> None:
     events = {r["event"] for r in records if r.get("session") == session_id}
     assert {"session.start", "session.end"} <= events
     assert {"connection", "auth.ok", "channel", "login", "connection.closed"} <= {r["event"] for r in records}
+
+
+def test_signal_and_break_requests_reach_the_target(env: BastionEnv) -> None:
+    # OpenSSH's client cannot send a "signal" request, so an asyncssh client (tunnelled through the
+    # bastion with the same certificate, as ssh -J does) sends one; the target's exit signal returns.
+    import asyncio
+
+    import asyncssh
+
+    async def run() -> asyncssh.SSHCompletedProcess:
+        key = asyncssh.read_private_key(str(env.user_key))
+        cert = asyncssh.read_certificate(f"{env.user_key}-cert.pub")
+        known = asyncssh.import_known_hosts((env.root / "client_known_hosts").read_text())
+        options = {"client_keys": [(key, cert)], "known_hosts": known, "config": None, "agent_path": None}
+        async with (
+            asyncssh.connect("127.0.0.1", env.port, username="alice", **options) as jump,
+            asyncssh.connect("mcp-host", 22, tunnel=jump, username=env.login, **options) as conn,
+        ):
+            process = await conn.create_process("echo ready; exec sleep 30", term_type="xterm")
+            assert (await process.stdout.readline()).strip() == "ready"
+            process.channel.send_break(200)
+            process.send_signal("TERM")
+            return await asyncio.wait_for(process.wait(), 20)
+
+    completed = asyncio.run(run())
+    assert completed.exit_signal is not None and completed.exit_signal[0] == "TERM"
+    session = env.store().session(env.latest_session("echo ready; exec sleep 30"))
+    assert session is not None and session.exit_signal == "TERM"
+    types = [e.type for e in env.store().events(session.id)]
+    assert "signal" in types and "break" in types
