@@ -145,13 +145,13 @@ def _log_sessions(store: Store) -> tuple[set[str], dict[str, str]]:
     started, sealed = set(), {}
     for entry in store.audit_entries():
         if entry["type"] == "session.start":
-            started.add(chain_field(entry, "session"))
+            started.add(_entry_field(entry, "session"))
         elif entry["type"] == "session.end":
-            sealed[chain_field(entry, "session")] = chain_field(entry, "seal")
+            sealed[_entry_field(entry, "session")] = _entry_field(entry, "seal")
     return started, sealed
 
 
-def chain_field(entry: dict[str, Any], name: str) -> str:
+def _entry_field(entry: dict[str, Any], name: str) -> str:
     return str(json.loads(entry["fields"]).get(name, ""))
 
 
