@@ -223,6 +223,7 @@ def test_sigkill_during_a_session_then_restart_seals_it_as_interrupted(own_env: 
     assert len(interrupted) == 1
     text = env.bastion("audit", "export", interrupted[0]["id"], "--format", "text").stdout
     assert "committed-1" in text and "committed-3" in text
+    assert interrupted[0]["bytes_out"] == len(b"committed-1\ncommitted-2\ncommitted-3\n")
 
 
 def test_retention_prunes_with_a_signed_tombstone_and_stays_verifiable(own_env: BastionEnv) -> None:

@@ -164,10 +164,18 @@ def close_interrupted(store: Store, sealer: Sealer) -> list[str]:
     closed = []
     for info in store.sessions(live=True, limit=100000):
         count, head, last_ts = store.last_event(info.id)
+        sent = received = 0
+        for event in store.events(info.id):  # the counters died with the process; the events did not
+            if event.type in ev.BYTE_TYPES:
+                sent += len(event.data)
+            elif event.type == ev.INPUT:
+                received += int(event.fields().get("bytes", 0))
         fields: dict[str, Any] = {
             "status": "interrupted",
             "end_reason": "bastion stopped before the session ended",
             "ended_at": last_ts or info.started_at,
+            "bytes_out": sent,
+            "bytes_in": received,
         }
         store.update_session(info.id, **fields)
         seal(store, sealer, dataclasses.replace(info, **fields), count, head)
