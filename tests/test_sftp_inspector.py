@@ -435,8 +435,8 @@ async def _real_session(root: Path, target: str):
 
 @pytest.mark.parametrize("target", ["asyncssh", "openssh"])
 def test_real_session_through_a_tapping_bridge(tmp_path, target):
-    if target == "openssh" and not os.access(OPENSSH_SFTP_SERVER, os.X_OK):
-        pytest.skip("OpenSSH sftp-server not installed")
+    if target == "openssh":  # openssh-server depends on it; scripts/setup installs openssh-server
+        assert os.access(OPENSSH_SFTP_SERVER, os.X_OK), f"{OPENSSH_SFTP_SERVER} is missing: run scripts/setup"
     root = tmp_path / "root"
     root.mkdir()
     events, insp = asyncio.run(asyncio.wait_for(_real_session(root, target), 60))
