@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_bastion
+from tests.conftest import BIN, run_bastion
 
 
 @pytest.fixture
@@ -101,3 +101,39 @@ def test_a_world_readable_ca_key_is_refused(config: Path) -> None:
         "cert", "issue", "-c", str(config), "--user", "alice", "--pubkey", str(config.parent / "key.pub"), check=False
     )
     assert "chmod 600" in one_line_error(result)
+
+
+def test_serve_initialises_an_empty_state_directory(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    from bastion.targets import free_port
+
+    port = free_port()
+    path = tmp_path / "bastion.toml"
+    path.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "fresh-state"\n')
+    process = subprocess.Popen(
+        [str(BIN / "bastion"), "serve", "-c", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                    assert sock.recv(64).startswith(b"SSH-2.0-")
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("bastion serve did not listen")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    state = tmp_path / "fresh-state"
+    assert (state.stat().st_mode & 0o777) == 0o700
+    for name in ("user_ca", "host_ca", "upstream_ca", "audit"):
+        assert (state / name).stat().st_mode & 0o777 == 0o600 and (state / f"{name}.pub").is_file()
+    assert process.returncode == 0 and b'"event":"shutdown"' in err

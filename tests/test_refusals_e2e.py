@@ -194,3 +194,21 @@ def test_inner_host_key_is_a_certificate_for_the_host_name(env: BastionEnv) -> N
         timeout=30,
     )
     assert result.returncode == 255 and b"Host key verification failed" in result.stderr
+
+
+def test_passwords_and_keyboard_interactive_are_not_offered(env: BastionEnv) -> None:
+    result = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(env.ssh_config),
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "bastion",
+            "true",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 255
+    assert b"Permission denied (publickey)" in result.stderr
