@@ -11,12 +11,22 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
 from bastion.identity.certinfo import USER, CertificateInfo
 
 KEY_NAMES = ("user_ca", "host_ca", "upstream_ca", "audit", "host_key")
+# What a user certificate (a person's, or the bastion's own upstream one) permits: a pty and
+# port forwarding (for MCP over ssh -L); never agent or X11 forwarding, never ~/.ssh/rc.
+USER_PERMISSIONS: dict[str, Any] = {
+    "permit_x11_forwarding": False,
+    "permit_agent_forwarding": False,
+    "permit_port_forwarding": True,
+    "permit_pty": True,
+    "permit_user_rc": False,
+}
 CLOCK_SKEW = 60  # seconds a certificate may be "not yet valid" by, as OpenSSH allows for clocks
 
 
@@ -121,11 +131,7 @@ class Authorities:
             principals=[user],
             valid_after=valid_after,
             valid_before=valid_before,
-            permit_x11_forwarding=False,
-            permit_agent_forwarding=False,
-            permit_port_forwarding=True,
-            permit_pty=True,
-            permit_user_rc=False,
+            **USER_PERMISSIONS,
         )
         return IssuedCertificate(cert, serial, key_id, valid_after, valid_before)
 
@@ -169,11 +175,7 @@ class Authorities:
             principals=[login],
             valid_after=now - CLOCK_SKEW,
             valid_before=now + int(ttl),
-            permit_x11_forwarding=False,
-            permit_agent_forwarding=False,
-            permit_port_forwarding=True,
-            permit_pty=True,
-            permit_user_rc=False,
+            **USER_PERMISSIONS,
         )
         return key, cert
 
