@@ -8,22 +8,32 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import asyncssh
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from bastion.config_types import (
+    HOST_NAME,
+    LOGIN_NAME,
+    Address,
+    Duration,
+    Section,
+    parse_address,
+    parse_duration,
+    resolve_path,
+)
+
+__all__ = ["LOGIN_NAME", "ConfigError", "Settings", "load", "parse_address", "parse_duration"]
 
 DEFAULT_PATH = "bastion.toml"
 ENV_VAR = "BASTION_CONFIG"
@@ -33,73 +43,7 @@ class ConfigError(Exception):
     """A configuration that cannot be used; the message is one line for the operator."""
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '15m', '1h30m', '100ms', '2d' -> seconds. Raises ValueError with what is expected."""
-    expected = 'expected a duration such as "30s", "15m", "8h", "1h30m" or "100ms"'
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{expected}, got {text!r}")
-    compact = text.strip().replace(" ", "")
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(compact):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(compact) or pos == 0:
-        raise ValueError(f"{expected}, got {text!r}")
-    if total <= 0:
-        raise ValueError(f"expected a positive duration, got {text!r}")
-    return total
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'10.0.0.5:22', 'host.example:2222', '[::1]:22' -> (host, port)."""
-    expected = 'expected "host:port" such as "10.0.0.5:22" or "[::1]:22"'
-    if not isinstance(text, str):
-        raise ValueError(f"{expected}, got {text!r}")
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text.strip())
-    if not match:
-        raise ValueError(f"{expected}, got {text!r}")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        raise ValueError(f"expected a port from 1 to 65535, got {port}")
-    return host, port
-
-
-def _duration(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise ValueError(f'expected a duration as a string such as "{value}s", got {value!r}')
-    return parse_duration(value)
-
-
-def _address(value: Any) -> tuple[str, int]:
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return str(value[0]), int(value[1])
-    return parse_address(value)
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-Address = Annotated[tuple[str, int], BeforeValidator(_address)]
-LOGIN_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
-
-
-def _resolve(value: str, info: ValidationInfo) -> Path:
-    base = Path((info.context or {}).get("base_dir", "."))
-    path = Path(os.path.expanduser(value))
-    return path if path.is_absolute() else (base / path)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class ServerSettings(_Section):
+class ServerSettings(Section):
     listen: Address = ("127.0.0.1", 2222)
     state_dir: Path = Path("state")
     database: Path | None = None  # default: <state_dir>/bastion.db
@@ -114,12 +58,12 @@ class ServerSettings(_Section):
             return None
         if not isinstance(value, str) or not value:
             raise ValueError(f"expected a path as a string, got {value!r}")
-        return _resolve(value, info)
+        return resolve_path(value, info)
 
     @model_validator(mode="after")
     def _default_database(self, info: ValidationInfo) -> ServerSettings:
         if not self.state_dir.is_absolute():
-            object.__setattr__(self, "state_dir", _resolve(str(self.state_dir), info))
+            object.__setattr__(self, "state_dir", resolve_path(str(self.state_dir), info))
         if self.database is None:
             object.__setattr__(self, "database", self.state_dir / "bastion.db")
         return self
@@ -133,7 +77,7 @@ class ServerSettings(_Section):
         return self.database
 
 
-class CertificateSettings(_Section):
+class CertificateSettings(Section):
     user_ttl: Duration = 8 * 3600.0
     workload_ttl: Duration = 15 * 60.0
     max_ttl: Duration = 24 * 3600.0
@@ -147,7 +91,7 @@ class CertificateSettings(_Section):
         return self
 
 
-class RecordingSettings(_Section):
+class RecordingSettings(Section):
     flush_interval: Duration = 0.05
     checkpoint_interval: Duration = 60.0  # a signed checkpoint at least this often while there is activity
     retention: Duration | None = None  # prune session events older than this (None: keep forever)
@@ -161,7 +105,7 @@ class RecordingSettings(_Section):
         return value
 
 
-class HostSettings(_Section):
+class HostSettings(Section):
     name: str
     address: Address
     logins: tuple[str, ...]
@@ -205,7 +149,7 @@ class HostSettings(_Section):
             return None
         if not isinstance(value, str) or not value:
             raise ValueError(f"expected a path as a string, got {value!r}")
-        return _resolve(value, info)
+        return resolve_path(value, info)
 
     @field_validator("credential", mode="before")
     @classmethod
@@ -213,7 +157,7 @@ class HostSettings(_Section):
         if value == "ca":
             return value
         if isinstance(value, str) and value.startswith("key:") and len(value) > 4:
-            return "key:" + str(_resolve(value[4:], info))
+            return "key:" + str(resolve_path(value[4:], info))
         raise ValueError(f'expected "ca" or "key:path/to/private_key", got {value!r}')
 
     @model_validator(mode="after")
@@ -227,7 +171,7 @@ class HostSettings(_Section):
         return Path(self.credential[4:]) if self.credential.startswith("key:") else None
 
 
-class Settings(_Section):
+class Settings(Section):
     """The whole configuration, frozen."""
 
     path: Path = Path(DEFAULT_PATH)
