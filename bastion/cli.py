@@ -1,8 +1,9 @@
-"""The `bastion` command: init, serve, cert, sessions, audit, demo."""
+"""The `bastion` command: init, serve, cert, login, ssh-config, sessions, audit, demo, dev-idp."""
 
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ import click
 
 from bastion import config as config_mod
 from bastion.cli_audit import audit
+from bastion.cli_idp import dev_idp
+from bastion.cli_login import login, ssh_config
 from bastion.cli_support import config_option, config_path_option, ensure_authorities, fail, open_store
 from bastion.identity.ca import Authorities
 
@@ -110,7 +113,7 @@ def cert_issue(
     target = Path(output) if output else Path(pubkey).with_name(f"{stem}-cert.pub")
     store = open_store(settings)
     try:
-        record = issue_certificate(settings, store, authorities, user, groups, seconds, key, target, source="cli")
+        record, _ = issue_certificate(settings, store, authorities, user, groups, seconds, key, target, source="cli")
     except IssuanceError as exc:
         fail(str(exc))
     finally:
@@ -119,6 +122,44 @@ def cert_issue(
         click.echo(json.dumps({**record, "certificate": str(target)}))
     else:
         click.echo(f"{target}: certificate for {user} (serial {record['serial']}, valid {seconds / 3600:g}h)")
+
+
+@cert.command("revoke")
+@config_option
+@click.option("--serial", type=int, default=None, help="The certificate's serial number.")
+@click.option("--user", default=None, help="Revoke every unexpired certificate of this user.")
+@click.option("--reason", default="", help="Why (recorded).")
+@click.option("--json", "as_json", is_flag=True)
+def cert_revoke(
+    settings: config_mod.Settings, serial: int | None, user: str | None, reason: str, as_json: bool
+) -> None:
+    """Revoke certificates: refused at the next authentication; live sessions end within a second."""
+    if (serial is None) == (user is None):
+        fail("pass exactly one of --serial N and --user U")
+    store = open_store(settings)
+    try:
+        if serial is not None and store.certificate(serial) is None:
+            fail(f"no certificate with serial {serial} was issued by this bastion")
+        revoked = store.revoke(serial=serial, user=user).result()
+        if revoked:
+            store.log(
+                "cert.revoked",
+                serials=[r["serial"] for r in revoked],
+                user=revoked[0]["user"],
+                reason=reason,
+                by=f"operator:{getpass.getuser()}",
+            ).result()
+    finally:
+        store.close()
+    if not revoked:
+        fail(
+            f"nothing to revoke: {'serial ' + str(serial) if serial is not None else user} has no unrevoked certificate"
+        )
+    if as_json:
+        click.echo(json.dumps(revoked))
+    else:
+        for r in revoked:
+            click.echo(f"revoked serial {r['serial']} of {r['user']}")
 
 
 @main.command()
@@ -174,3 +215,6 @@ def sessions_list(settings: config_mod.Settings, live: bool, as_json: bool) -> N
 
 
 main.add_command(audit)
+main.add_command(login)
+main.add_command(ssh_config)
+main.add_command(dev_idp)

@@ -32,6 +32,7 @@ from bastion.config_types import (
     parse_duration,
     resolve_path,
 )
+from bastion.identity.issuers import IdentitySettings
 
 __all__ = ["LOGIN_NAME", "ConfigError", "Settings", "load", "parse_address", "parse_duration"]
 
@@ -178,6 +179,7 @@ class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     certificates: CertificateSettings = Field(default_factory=CertificateSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     hosts: tuple[HostSettings, ...] = ()
 
     @field_validator("hosts")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 
 from bastion.audit import retention
 from bastion.audit.recording import close_interrupted
@@ -12,17 +13,20 @@ from bastion.audit.seal import Sealer
 from bastion.audit.store import Store
 from bastion.config import Settings
 from bastion.identity.ca import Authorities
+from bastion.identity.oidc import TokenVerifier
 from bastion.logs import log
 from bastion.ssh import server
 from bastion.ssh.context import BastionContext
 
 PRUNE_INTERVAL = 3600.0
+REVOCATION_POLL = 1.0
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     store = Store(settings.server.database_path, settings.recording.flush_interval)
     sealer = Sealer.from_state_dir(settings.server.state_dir, settings.recording.log_origin)
     ctx = BastionContext(settings, Authorities(settings.server.state_dir), store, sealer)
+    ctx.verifier = TokenVerifier(settings.identity)
     interrupted = close_interrupted(store, sealer)
     if interrupted:
         ctx.audit("sessions.interrupted", sessions=interrupted)
@@ -34,7 +38,11 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    tasks = [asyncio.create_task(_checkpoints(ctx, stop)), asyncio.create_task(_retention(ctx, stop))]
+    tasks = [
+        asyncio.create_task(_checkpoints(ctx, stop)),
+        asyncio.create_task(_retention(ctx, stop)),
+        asyncio.create_task(_revocations(ctx, stop)),
+    ]
     if ready is not None:
         ready.set()
     try:
@@ -72,6 +80,21 @@ def _log_progress(ctx: BastionContext, session_id: str, events: int) -> None:
     ctx.store.chain_head(session_id).add_done_callback(
         lambda head: ctx.store.log("session.progress", session=session_id, events=events, head=head.result().hex())
     )
+
+
+async def _revocations(ctx: BastionContext, stop: asyncio.Event) -> None:
+    """Revocations take effect at the next authentication; this ends the live sessions too (within 1 s)."""
+    since = time.time()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=REVOCATION_POLL)
+        revoked = await asyncio.to_thread(ctx.store.revoked_since, since)
+        if not revoked:
+            continue
+        since = max(r["revoked_at"] for r in revoked)
+        serials = {int(r["serial"]) for r in revoked}
+        ended = ctx.end_sessions_of(serials, "session ended: certificate revoked")
+        ctx.audit("cert.revocation_enforced", serials=sorted(serials), sessions_ended=ended)
 
 
 async def _retention(ctx: BastionContext, stop: asyncio.Event) -> None:

@@ -177,7 +177,7 @@ Host *
     return path
 
 
-def make_env(root: Path) -> BastionEnv:
+def make_env(root: Path, extra: str = "") -> BastionEnv:
     if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
         raise RuntimeError("sshd is missing: install Debian's openssh-server (scripts/test does)")
     login = ensure_login()
@@ -190,7 +190,7 @@ def make_env(root: Path) -> BastionEnv:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "upstream_key")], check=True)
     os.chmod(root / "upstream_key", 0o600)
     (target.authorized_keys_dir / login).write_text((root / "upstream_key.pub").read_text())
-    config = write_config(root, port, target, login)
+    config = write_config(root, port, target, login, extra)
     key = root / "alice"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     run_bastion("cert", "issue", "-c", str(config), "--user", "alice", "--group", "dev", "--pubkey", f"{key}.pub")
@@ -201,12 +201,15 @@ def make_env(root: Path) -> BastionEnv:
 
 
 @contextlib.contextmanager
-def running_env() -> Iterator[BastionEnv]:
-    """A bastion and its target in a folder of their own, stopped and removed afterwards."""
+def running_env(extra: str = "") -> Iterator[BastionEnv]:
+    """A bastion and its target in a folder of their own, stopped and removed afterwards.
+
+    `extra` is appended to its bastion.toml (issuers, rules, masking).
+    """
     # Not under pytest's 0700 tmp folder: sshd reads authorized_keys as the target's login.
     root = Path(tempfile.mkdtemp(prefix="bastion-test-"))
     os.chmod(root, 0o755)
-    environment = make_env(root)
+    environment = make_env(root, extra)
     try:
         yield environment
     finally:

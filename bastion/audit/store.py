@@ -196,6 +196,30 @@ class Store:
             lambda c: c.execute(f"INSERT INTO certificates ({columns}) VALUES ({marks})", list(row.values()))
         )
 
+    def revoke(self, serial: int | None = None, user: str | None = None) -> Future[list[dict[str, Any]]]:
+        """Mark a certificate (by serial) or every unexpired certificate of a user as revoked."""
+        now = time.time()
+
+        def revoke(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            args: list[Any]
+            if serial is not None:
+                where, args = "serial = ?", [serial]
+            else:
+                where, args = "user = ? AND valid_before > ?", [user, now]
+            rows = c.execute(
+                f"SELECT serial, user FROM certificates WHERE {where} AND revoked_at IS NULL", args
+            ).fetchall()
+            c.executemany("UPDATE certificates SET revoked_at = ? WHERE serial = ?", [(now, r[0]) for r in rows])
+            return [{"serial": r[0], "user": r[1], "revoked_at": now} for r in rows]
+
+        return self.submit(revoke)
+
+    def revoked_since(self, since: float) -> list[dict[str, Any]]:
+        rows = self._reader.query(
+            "SELECT serial, user, revoked_at FROM certificates WHERE revoked_at > ? ORDER BY revoked_at", [since]
+        )
+        return list(rows)
+
     def last_event(self, session_id: str) -> tuple[int, bytes, float | None]:
         """(count, last hash, last timestamp) of what was committed for a session."""
         rows = list(

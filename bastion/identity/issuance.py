@@ -25,12 +25,17 @@ def issue_certificate(
     groups: tuple[str, ...],
     ttl: float,
     public_key: asyncssh.SSHKey,
-    output: Path,
+    output: Path | None,
     *,
     source: str,
     issuer: str = "operator",
-) -> dict[str, Any]:
-    """Sign, record (durably, before the certificate is handed out), audit and write a certificate."""
+    **event_fields: Any,
+) -> tuple[dict[str, Any], bytes]:
+    """Sign, record (durably, before the certificate is handed out), audit and write a certificate.
+
+    Blocks until the store has committed the record (call it off the event loop). Returns the
+    record and the certificate in OpenSSH format; `output`, if given, receives the certificate.
+    """
     if not LOGIN_NAME.match(user):
         raise IssuanceError(f"expected a login name such as 'alice', got {user!r}")
     if ttl > settings.certificates.max_ttl:
@@ -52,6 +57,8 @@ def issue_certificate(
         "issued_at": time.time(),
     }
     store.record_certificate(record).result()
-    store.log("cert.issued", **{k: v for k, v in record.items() if k != "principals"}).result()
-    output.write_bytes(issued.openssh())
-    return record
+    store.log("cert.issued", **{k: v for k, v in record.items() if k != "principals"}, **event_fields).result()
+    certificate = issued.openssh()
+    if output is not None:
+        output.write_bytes(certificate)
+    return record, certificate

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,8 @@ class BastionContext:
     sealer: Sealer
     live: set[Any] = field(default_factory=set)  # outer connections, for shutdown and revocation
     recordings: set[Any] = field(default_factory=set)  # live session recordings, for log progress entries
+    bridges: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)  # live session bridges
+    verifier: Any = None  # TokenVerifier for [[identity.issuers]] (built by serve)
 
     def audit(self, type_: str, **fields: Any) -> None:
         """Log one structured line and append the same event to the audit log."""
@@ -29,6 +33,20 @@ class BastionContext:
 
         log(type_, **fields)
         self.store.log(type_, **fields)
+
+    def end_sessions_of(self, serials: set[int], reason: str) -> int:
+        """End every live session and connection authenticated by one of these certificates."""
+        ended = 0
+        for bridge in list(self.bridges):
+            if bridge.recording.info.cert_serial in serials and not bridge.recording.closed:
+                bridge.terminate(reason)
+                ended += 1
+        loop = asyncio.get_running_loop()
+        for server in list(self.live):
+            identity = server.conn.identity if server.conn is not None else None
+            if identity is not None and identity.serial in serials:  # after the sessions' last words are out
+                loop.call_later(0.5 if ended else 0, server.conn.close)
+        return ended
 
 
 # AES-GCM only: one OpenSSL call per packet (AES-NI) where asyncssh's chacha20-poly1305 builds

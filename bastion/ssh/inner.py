@@ -98,7 +98,9 @@ class InnerServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_CONNECT_FAILED, "bastion: internal error; see its log"
             ) from None
-        return SessionBridge(self.upstream, recording, self.ctx.settings.server.env_accepted)
+        bridge = SessionBridge(self.upstream, recording, self.ctx.settings.server.env_accepted)
+        self.ctx.bridges.add(bridge)
+        return bridge
 
     def _new_recording(self, session_id: str) -> SessionRecording:
         info = SessionInfo(

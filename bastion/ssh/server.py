@@ -19,6 +19,7 @@ from bastion.identity.certinfo import CertificateFormatError, is_certificate, pa
 from bastion.logs import log
 from bastion.ssh.context import BastionContext, new_connection_id, server_options
 from bastion.ssh.inner import inner_connection
+from bastion.ssh.login import IssuanceSession, LoginFlow, is_issuance_user
 
 
 class OuterConnection(asyncssh.SSHServerConnection):
@@ -29,6 +30,9 @@ class OuterConnection(asyncssh.SSHServerConnection):
 
     async def validate_public_key(self, username: str, key_data: bytes, msg: bytes, signature: bytes) -> bool:
         owner: OuterServer = self._owner  # type: ignore[assignment]
+        if owner.login_flow is not None:  # `ssh login@bastion`: note the key to certify, never accept it
+            owner.login_flow.offer(key_data)
+            return False
         if not is_certificate(key_data):
             owner.auth_failure(username, "plain keys are not accepted; log in to get a certificate", final=bool(msg))
             return False
@@ -50,6 +54,12 @@ class OuterConnection(asyncssh.SSHServerConnection):
             self.identity = Identity(username, tuple(record["groups"]), info.serial, info.key_id)
         return True
 
+    def extend_login_grace(self, seconds: float) -> None:
+        """A device-flow login waits for a person: give this connection (only) that long to authenticate."""
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = self._loop.call_later(seconds, self._login_timer_callback)
+
 
 class OuterServer(asyncssh.SSHServer):
     def __init__(self, ctx: BastionContext) -> None:
@@ -59,6 +69,7 @@ class OuterServer(asyncssh.SSHServer):
         self.source = ""
         self.refused_user = ""
         self.refusals: list[str] = []  # why each offered key was refused, logged once at the end
+        self.login_flow: LoginFlow | None = None  # the reserved users `token` and `login`
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn  # type: ignore[assignment]
@@ -69,6 +80,8 @@ class OuterServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.live.discard(self)
+        if self.login_flow is not None:
+            self.login_flow.cancelled.set()
         if self.refusals and (self.conn is None or self.conn.identity is None):
             self.ctx.audit(
                 "auth.failed",
@@ -81,10 +94,25 @@ class OuterServer(asyncssh.SSHServer):
         log("connection.closed", connection=self.id, source=self.source, reason=str(exc) if exc else "closed")
 
     def begin_auth(self, username: str) -> bool:
+        if is_issuance_user(username) and self.login_flow is None:
+            self.login_flow = LoginFlow(self.ctx, self.id, self.source, username)
+        elif not is_issuance_user(username):
+            self.login_flow = None
         return True
 
     def public_key_auth_supported(self) -> bool:
-        return True
+        return self.login_flow is None or self.login_flow.device_flow
+
+    def kbdint_auth_supported(self) -> bool:
+        return self.login_flow is not None and not self.login_flow.failed
+
+    async def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+        assert self.login_flow is not None
+        return await self.login_flow.challenge(self.conn)
+
+    async def validate_kbdint_response(self, username: str, responses: Any) -> bool:
+        assert self.login_flow is not None
+        return await self.login_flow.respond(self.conn, tuple(responses))
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return key.public_data == self.ctx.authorities.user_ca.public_data
@@ -96,6 +124,9 @@ class OuterServer(asyncssh.SSHServer):
             self.refusals.append(reason)
 
     def auth_completed(self) -> None:
+        if self.login_flow is not None:
+            self.login_flow.audit_ok()
+            return
         identity = self.identity
         self.ctx.audit(
             "auth.ok",
@@ -112,15 +143,26 @@ class OuterServer(asyncssh.SSHServer):
         assert self.conn is not None and self.conn.identity is not None
         return self.conn.identity
 
+    @property
+    def user(self) -> str:
+        """Who is on this connection, for events: the certificate's user or the login being issued."""
+        if self.login_flow is not None:
+            return self.login_flow.verified.username if self.login_flow.verified else self.login_flow.username
+        return self.identity.user
+
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
         host = self.ctx.settings.host(dest_host)
         destination = f"{dest_host}:{dest_port}"
-        if host is None or dest_port != host.port:
-            reason = f"{destination} is not a host in this bastion's inventory"
+        if self.login_flow is not None or host is None or dest_port != host.port:
+            reason = (
+                f"{destination} is not a host in this bastion's inventory"
+                if self.login_flow is None
+                else "a login connection only issues certificates; connect again with the certificate"
+            )
             self.ctx.audit(
                 "channel.refused",
                 connection=self.id,
-                user=self.identity.user,
+                user=self.user,
                 source=self.source,
                 destination=destination,
                 reason=reason,
@@ -134,13 +176,15 @@ class OuterServer(asyncssh.SSHServer):
         self.ctx.audit(
             "forward.refused",
             connection=self.id,
-            user=self.identity.user,
+            user=self.user,
             destination=f"{listen_host}:{listen_port}",
             reason="remote forwarding is not offered",
         )
         return False
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+        if self.login_flow is not None:
+            return IssuanceSession(self.ctx, self.login_flow)
         return BastionShell(self.ctx, self.identity)
 
 
@@ -181,7 +225,7 @@ async def listen(ctx: BastionContext) -> asyncio.AbstractServer:
         server_factory=lambda: OuterServer(ctx),
         server_host_keys=[(ctx.authorities.host_key, ctx.authorities.outer_host_certificate(settings.names))],
         password_auth=False,
-        kbdint_auth=False,
+        kbdint_auth=True,  # offered only to the reserved users `token` and `login` (kbdint_auth_supported)
         gss_host=None,
         host_based_auth=False,
         login_timeout=settings.login_grace,

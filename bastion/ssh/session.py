@@ -205,6 +205,18 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         if self.target is not None:
             self.target.resume_reading()
 
+    def terminate(self, reason: str) -> None:
+        """End the session from the bastion's side (revocation, shutdown): say why, record it, close."""
+        if self.client_gone or self.recording.closed:
+            return
+        self.recording.note(ev.MARKER, text=reason)
+        self.recording.close(reason)
+        if self.client is not None:
+            self.client.write_stderr(f"\r\nbastion: {reason}\r\n".encode())
+            self.client.exit(255)
+        if self.target is not None:
+            self.target.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.client_gone = True
         if self.target is not None:

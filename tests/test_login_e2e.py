@@ -1,0 +1,297 @@
+"""OIDC login end to end: the development IdP, `bastion login`, `ssh login@bastion`, revocation.
+
+Real parts throughout: `bastion dev-idp`'s provider over HTTP on loopback, `bastion serve`, the
+OpenSSH client (driven through a pty where a person would type), and Debian's sshd as the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import re
+import select
+import stat
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.identity.devidp import Client, DevIdp, User, serve_dev_idp
+from tests.conftest import BIN, BastionEnv, running_env
+
+SECRET = "s3cret-for-ci-runner"
+AUDIENCE = "https://bastion.test"
+
+
+@pytest.fixture(scope="module")
+def idp_url() -> Iterator[str]:
+    users = [User("alice", ("dev", "approvers")), User("bob", ("dev",))]
+    clients = [
+        Client("bastion"),
+        Client(
+            "ci-runner",
+            secret=SECRET,
+            grant_types=frozenset({"client_credentials"}),
+            groups=("ci",),
+            audience=AUDIENCE,
+        ),
+    ]
+    idp = DevIdp(users, clients, auto_approve="alice", device_interval=1)
+    with serve_dev_idp(idp, host="127.0.0.1", port=0) as running:
+        yield running.url
+
+
+@pytest.fixture(scope="module")
+def lenv(idp_url: str) -> Iterator[BastionEnv]:
+    extra = f"""
+[[identity.issuers]]
+name = "dev"
+issuer = "{idp_url}"
+client_id = "bastion"
+
+[[identity.issuers]]
+name = "ci"
+issuer = "{idp_url}"
+client_id = "ci-runner"
+audience = "{AUDIENCE}"
+kind = "workload"
+username_prefix = "wl-"
+"""
+    with running_env(extra) as environment:
+        yield environment
+
+
+def login(lenv: BastionEnv, home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "bastion"), "login", "-c", str(lenv.config), "--home", str(home), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def ssh_with(home: Path, destination: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Plain ssh with nothing but the ssh config `bastion login` wrote (ProxyJump included)."""
+    command = ["ssh", "-F", str(home / "ssh_config"), "-o", "BatchMode=yes", destination, *args]
+    return subprocess.run(command, capture_output=True, timeout=60)
+
+
+def cert_field(cert: Path, name: str) -> str:
+    text = subprocess.run(["ssh-keygen", "-L", "-f", str(cert)], capture_output=True, text=True, check=True).stdout
+    match = re.search(rf"^\s*{name}:\s*(.*?)$(?:\n\s{{16,}}(.*?)$)?", text, re.M)
+    assert match, text
+    return " ".join(g.strip() for g in match.groups() if g)
+
+
+def test_device_flow_login_then_plain_ssh_through_the_bastion(lenv: BastionEnv, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = login(lenv, home, "--issuer", "dev")
+    assert result.returncode == 0, result.stderr
+    assert "To log in, open" in result.stderr and "logged in as alice (groups: dev, approvers)" in result.stdout
+    for name in ("id_ed25519", "id_ed25519-cert.pub", "ssh_config", "known_hosts", "login.json"):
+        assert stat.S_IMODE((home / name).stat().st_mode) == 0o600, name
+    assert cert_field(home / "id_ed25519-cert.pub", "Principals") == "alice"
+    ran = ssh_with(home, f"{lenv.login}@mcp-host", "echo via-login")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == b"via-login\n"
+    jumped = subprocess.run(
+        ["ssh", "-F", str(home / "ssh_config"), "-J", "bastion", f"{lenv.login}@mcp-host", "true"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert jumped.returncode == 0, jumped.stderr
+    session = lenv.store().session(lenv.latest_session("echo via-login"))
+    assert session is not None and session.groups == ("dev", "approvers")
+    issued = [e["fields"] for e in lenv.store().audit_log("cert.issued") if e["fields"]["user"] == "alice"][-1]
+    assert issued["issuer"] == "oidc:dev" and issued["subject"] == "alice" and issued["source"].startswith("127.0.0.1:")
+    assert issued["valid_before"] - issued["valid_after"] <= 8 * 3600 + 300
+
+    status = subprocess.run(
+        [str(BIN / "bastion"), "login", "--status", "--home", str(home)], capture_output=True, text=True
+    )
+    assert (
+        status.returncode == 0 and "alice (groups: dev, approvers)" in status.stdout and "valid for 7h" in status.stdout
+    )
+
+
+def test_status_of_an_expired_certificate_says_to_log_in_again(lenv: BastionEnv, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert login(lenv, home, "--issuer", "dev").returncode == 0
+    key = home / "id_ed25519"
+    subprocess.run(
+        [str(BIN / "bastion"), "cert", "issue", "-c", str(lenv.config), "--user", "alice", "--ttl", "1s",
+         "--pubkey", f"{key}.pub", "-o", f"{key}-cert.pub"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    time.sleep(1.5)
+    status = subprocess.run(
+        [str(BIN / "bastion"), "login", "--status", "--home", str(home)], capture_output=True, text=True
+    )
+    assert status.returncode == 1
+    assert "expired" in status.stdout and "log in again" in status.stdout
+
+
+def test_workload_client_credentials_gets_a_short_certificate(lenv: BastionEnv, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    home = tmp_path / "ci"
+    result = login(lenv, home, "--issuer", "ci", "--client-credentials", "--client-secret-file", str(secret), "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["user"] == "wl-ci-runner" and answer["groups"] == ["ci"]
+    valid = cert_field(home / "id_ed25519-cert.pub", "Valid")
+    start, end = re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", valid)
+    seconds = time.mktime(time.strptime(end, "%Y-%m-%dT%H:%M:%S")) - time.mktime(
+        time.strptime(start, "%Y-%m-%dT%H:%M:%S")
+    )
+    assert 14 * 60 <= seconds <= 16 * 60 + 60  # workload_ttl (15m), not user_ttl
+    ran = ssh_with(home, f"{lenv.login}@mcp-host", "echo from-ci")
+    assert ran.returncode == 0 and ran.stdout == b"from-ci\n", ran.stderr
+
+
+def test_a_bad_token_file_is_refused_in_one_line_and_audited(lenv: BastionEnv, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.")
+    result = login(lenv, tmp_path / "h", "--id-token-file", str(token))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "issuer 'x' is not trusted" in result.stderr
+    failures = lenv.store().audit_log("login.failed")
+    assert failures and failures[-1]["fields"]["user"] == "token"
+    assert not (tmp_path / "h" / "id_ed25519-cert.pub").exists()
+
+
+def test_a_bastion_whose_host_certificate_is_not_from_the_given_ca_gets_no_token(
+    lenv: BastionEnv, tmp_path: Path
+) -> None:
+    other = tmp_path / "other_ca"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    before = len(lenv.store().audit_log("login.failed")) + len(lenv.store().audit_log("login.ok"))
+    result = login(lenv, tmp_path / "h", "--issuer", "dev", "--ca", f"{other}.pub")
+    assert result.returncode == 1
+    assert "refusing to send the token" in result.stderr
+    after = len(lenv.store().audit_log("login.failed")) + len(lenv.store().audit_log("login.ok"))
+    assert after == before
+
+
+def test_browser_login_with_pkce_on_a_loopback_redirect(lenv: BastionEnv, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    command = [str(BIN / "bastion"), "login", "-c", str(lenv.config), "--home", str(home), "--issuer", "dev"]
+    process = subprocess.Popen([*command, "--browser", "--no-open"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    line = process.stderr.readline().decode()
+    url = line.split("open", 1)[1].strip()
+    assert "code_challenge_method=S256" in url and "nonce=" in url
+    with urllib.request.urlopen(url, timeout=10) as response:  # the "browser": auto-approve redirects to loopback
+        assert b"Login received" in response.read()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert b"logged in as alice" in out
+
+
+def test_ssh_login_at_bastion_with_nothing_but_ssh(lenv: BastionEnv, tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    known_hosts = lenv.root / "client_known_hosts"
+    command = [
+        "ssh", "-tt", "-F", "/dev/null", "-p", str(lenv.port), "-i", str(key), "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes", "login@127.0.0.1",
+    ]  # fmt: skip
+    output = drive_pty(command, answer_after=b"Press Enter", timeout=60)
+    text = output.decode(errors="replace")
+    assert "To log in, open" in text and "confirm the code" in text
+    assert "logged in as alice" in text
+    match = re.search(r"echo '(ssh-ed25519-cert-v01@openssh.com [^']+)' > ~/.ssh/id_ed25519-cert.pub", text)
+    assert match, text
+    assert "echo '@cert-authority " in text
+    cert = tmp_path / "id_ed25519-cert.pub"
+    cert.write_text(match.group(1) + "\n")
+    assert cert_field(cert, "Principals") == "alice"
+    assert cert_field(cert, "Public key").split()[-1] == fingerprint(f"{key}.pub")
+    ran = subprocess.run(
+        ["ssh", "-F", str(lenv.ssh_config), "-o", f"IdentityFile={key}", "-o", f"CertificateFile={cert}",
+         "-J", "alice@bastion", f"{lenv.login}@mcp-host", "echo ssh-only"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0 and ran.stdout == b"ssh-only\n", ran.stderr
+
+
+def fingerprint(pub: str) -> str:
+    out = subprocess.run(["ssh-keygen", "-l", "-f", pub], capture_output=True, text=True, check=True).stdout
+    return out.split()[1]
+
+
+def drive_pty(command: list[str], answer_after: bytes, timeout: float) -> bytes:
+    """Run a command on a pty like a person: press Enter once `answer_after` shows, collect everything."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(command[0], command)
+    output, answered, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not answered and answer_after in output:
+                os.write(fd, b"\r")
+                answered = True
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return output
+
+
+def test_revoking_a_user_ends_their_live_session_and_refuses_them(lenv: BastionEnv) -> None:
+    key = lenv.issue("dora", "dora")
+    config = lenv.root / "dora_ssh_config"  # -J does not pass -o options on to the jump's ssh
+    config.write_text(lenv.ssh_config.read_text().replace(str(lenv.user_key), str(key)))
+    ssh = ["ssh", "-F", str(config)]
+    live = subprocess.Popen(
+        [*ssh, "-J", "dora@bastion", f"{lenv.login}@mcp-host", "echo started; sleep 30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert live.stdout is not None
+    assert live.stdout.readline() == b"started\n"
+    revoked = lenv.bastion("cert", "revoke", "--user", "dora", "--reason", "left the team")
+    assert "revoked serial" in revoked.stdout
+    started = time.monotonic()
+    _, err = live.communicate(timeout=10)
+    assert time.monotonic() - started < 5
+    assert live.returncode != 0 and b"certificate revoked" in err
+    again = subprocess.run(
+        [*ssh, "-J", "dora@bastion", f"{lenv.login}@mcp-host", "true"], capture_output=True, timeout=30
+    )
+    assert again.returncode == 255
+    store = lenv.store()
+    assert store.audit_log("cert.revoked")[-1]["fields"]["reason"] == "left the team"
+    enforced = store.audit_log("cert.revocation_enforced")[-1]["fields"]
+    assert enforced["sessions_ended"] == 1
+    session = store.session(lenv.latest_session("echo started; sleep 30"))
+    assert session is not None and session.end_reason == "session ended: certificate revoked"
+    refusals = [e["fields"] for e in store.audit_log("auth.failed") if e["fields"]["user"] == "dora"]
+    assert refusals and any("has been revoked" in reason for reason in refusals[-1]["reasons"])
+
+
+def test_ssh_config_prints_and_writes_the_block(lenv: BastionEnv, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert login(lenv, home, "--issuer", "dev").returncode == 0
+    (home / "ssh_config").unlink()
+    printed = subprocess.run(
+        [str(BIN / "bastion"), "ssh-config", "--home", str(home)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Host bastion\n" in printed and "ProxyJump bastion" in printed and "@cert-authority " in printed
+    subprocess.run(
+        [str(BIN / "bastion"), "ssh-config", "--home", str(home), "--write"], check=True, capture_output=True
+    )
+    assert (home / "ssh_config").read_text() in printed
+    assert ssh_with(home, f"{lenv.login}@mcp-host", "true").returncode == 0
