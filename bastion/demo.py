@@ -8,10 +8,12 @@ that uses it, and serves until Ctrl-C.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncssh
 import click
@@ -19,6 +21,7 @@ import click
 from bastion import config as config_mod
 from bastion.audit.store import Store
 from bastion.identity.ca import Authorities
+from bastion.identity.devidp import DevIdp, RunningIdp, SigningKey, default_clients, start_dev_idp
 from bastion.identity.issuance import issue_certificate
 from bastion.targets import TargetSshd, ensure_login
 
@@ -58,15 +61,37 @@ def run_demo(path: Path) -> None:
         lines.append(target.known_hosts_line())
         click.echo(f"demo target {target.name}: sshd on 127.0.0.1:{target.port} (login {login})")
     (demo_dir / "known_hosts").write_text("".join(line + "\n" for line in lines))
+    idps: list[RunningIdp] = []
     try:
         settings = config_mod.load(path)
+        idps = _start_identity_providers(settings, demo_dir)
         _prepare_client(settings, demo_dir)
         from bastion.service import run
 
         run(settings)
     finally:
+        for idp in idps:
+            idp.close()
         for target in targets:
             target.stop()
+
+
+def _start_identity_providers(settings: config_mod.Settings, demo_dir: Path) -> list[RunningIdp]:
+    """A development IdP for every issuer on a loopback http URL (the default configuration's)."""
+    running = []
+    for url in dict.fromkeys(i.issuer for i in settings.identity.issuers):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname != "127.0.0.1" or parts.port is None:
+            continue
+        secret_file = demo_dir / "ci-runner.secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(24) + "\n")
+            secret_file.chmod(0o600)
+        key = SigningKey.from_file(demo_dir / "dev-idp.pem")
+        clients = default_clients(workload_secret=secret_file.read_text().strip())
+        running.append(start_dev_idp(DevIdp(clients=clients, key=key), "127.0.0.1", parts.port))
+        click.echo(f"demo identity provider (NOT FOR PRODUCTION): {url}, users alice, bob, carol")
+    return running
 
 
 def _prepare_client(settings: config_mod.Settings, demo_dir: Path) -> None:
@@ -108,6 +133,12 @@ The bastion is listening on {host}:{port}. In another terminal, try:
   scp -F {rel} -J bastion README.md {login}@{first}:
   .venv/bin/bastion sessions list                          # what was recorded
   .venv/bin/bastion audit export SESSION --format text     # what the screen showed
+
+Log in with OIDC (the demo IdP's approval page is in the link it prints):
+
+  .venv/bin/bastion login --issuer dev --home state/demo/alice   # device flow; then:
+  ssh -F state/demo/alice/ssh_config {login}@{first}
+  ssh -p {port} login@{host}                                     # nothing but ssh
 
 Started {time.strftime("%H:%M:%S")}; Ctrl-C stops the bastion and the demo targets.
 """)
