@@ -295,3 +295,22 @@ def test_ssh_config_prints_and_writes_the_block(lenv: BastionEnv, tmp_path: Path
     )
     assert (home / "ssh_config").read_text() in printed
     assert ssh_with(home, f"{lenv.login}@mcp-host", "true").returncode == 0
+
+
+def test_revoke_by_serial_and_its_errors(lenv: BastionEnv) -> None:
+    key = lenv.issue("erin", "erin")
+    serial = cert_field(Path(f"{key}-cert.pub"), "Serial")
+    config = lenv.root / "erin_ssh_config"
+    config.write_text(lenv.ssh_config.read_text().replace(str(lenv.user_key), str(key)))
+    ssh = ["ssh", "-F", str(config), "-J", "erin@bastion", f"{lenv.login}@mcp-host", "true"]
+    assert subprocess.run(ssh, capture_output=True, timeout=30).returncode == 0
+    assert lenv.bastion("cert", "revoke", "--serial", serial).stdout == f"revoked serial {serial} of erin\n"
+    assert subprocess.run(ssh, capture_output=True, timeout=30).returncode == 255
+    again = lenv.bastion("cert", "revoke", "--serial", serial, check=False)
+    assert again.returncode == 1 and "no unrevoked certificate" in again.stderr
+    unknown = lenv.bastion("cert", "revoke", "--serial", "12345", check=False)
+    assert (
+        unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "no certificate with serial" in unknown.stderr
+    )
+    both = lenv.bastion("cert", "revoke", "--serial", serial, "--user", "erin", check=False)
+    assert both.returncode == 1 and "exactly one of" in both.stderr
