@@ -15,6 +15,7 @@ from bastion import config as config_mod
 from bastion.cli_audit import audit
 from bastion.cli_idp import dev_idp
 from bastion.cli_login import login, ssh_config
+from bastion.cli_policy import approvals, policy
 from bastion.cli_support import config_option, config_path_option, ensure_authorities, fail, open_store
 from bastion.identity.ca import Authorities
 
@@ -218,3 +219,5 @@ main.add_command(audit)
 main.add_command(login)
 main.add_command(ssh_config)
 main.add_command(dev_idp)
+main.add_command(policy)
+main.add_command(approvals)

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from bastion.approvals import ApprovalSettings
 from bastion.config_types import (
     HOST_NAME,
     LOGIN_NAME,
@@ -33,6 +34,7 @@ from bastion.config_types import (
     resolve_path,
 )
 from bastion.identity.issuers import IdentitySettings
+from bastion.policy import Rule, check_rules
 
 __all__ = ["LOGIN_NAME", "ConfigError", "Settings", "load", "parse_address", "parse_duration"]
 
@@ -180,6 +182,8 @@ class Settings(Section):
     certificates: CertificateSettings = Field(default_factory=CertificateSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    rules: tuple[Rule, ...] = ()
     hosts: tuple[HostSettings, ...] = ()
 
     @field_validator("hosts")
@@ -191,6 +195,11 @@ class Settings(Section):
                 raise ValueError(f"expected unique host names; {host.name!r} is declared twice")
             seen.add(host.name)
         return hosts
+
+    @model_validator(mode="after")
+    def _rules_consistent(self) -> Settings:
+        check_rules(self.rules, self.approvals.approver_groups)
+        return self
 
     def host(self, name: str) -> HostSettings | None:
         return next((h for h in self.hosts if h.name == name), None)

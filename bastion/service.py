@@ -7,6 +7,7 @@ import contextlib
 import signal
 import time
 
+from bastion.approvals import Approvals
 from bastion.audit import retention
 from bastion.audit.recording import close_interrupted
 from bastion.audit.seal import Sealer
@@ -15,11 +16,13 @@ from bastion.config import Settings
 from bastion.identity.ca import Authorities
 from bastion.identity.oidc import TokenVerifier
 from bastion.logs import log
+from bastion.policy import Policy
 from bastion.ssh import server
 from bastion.ssh.context import BastionContext
 
 PRUNE_INTERVAL = 3600.0
 REVOCATION_POLL = 1.0
+EXPIRY_POLL = 5.0
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
@@ -27,6 +30,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     sealer = Sealer.from_state_dir(settings.server.state_dir, settings.recording.log_origin)
     ctx = BastionContext(settings, Authorities(settings.server.state_dir), store, sealer)
     ctx.verifier = TokenVerifier(settings.identity)
+    ctx.policy = Policy(settings.rules)
+    ctx.approvals = Approvals(store, settings.approvals)
     interrupted = close_interrupted(store, sealer)
     if interrupted:
         ctx.audit("sessions.interrupted", sessions=interrupted)
@@ -42,6 +47,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         asyncio.create_task(_checkpoints(ctx, stop)),
         asyncio.create_task(_retention(ctx, stop)),
         asyncio.create_task(_revocations(ctx, stop)),
+        asyncio.create_task(_expiries(ctx, stop)),
     ]
     if ready is not None:
         ready.set()
@@ -57,6 +63,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         store.flush()  # every seal is in the log before the last checkpoint signs it
         store.checkpoint(sealer.origin, sealer.private).result()
+        ctx.approvals.close()
         store.close()
 
 
@@ -95,6 +102,14 @@ async def _revocations(ctx: BastionContext, stop: asyncio.Event) -> None:
         serials = {int(r["serial"]) for r in revoked}
         ended = ctx.end_sessions_of(serials, "session ended: certificate revoked")
         ctx.audit("cert.revocation_enforced", serials=sorted(serials), sessions_ended=ended)
+
+
+async def _expiries(ctx: BastionContext, stop: asyncio.Event) -> None:
+    """Approval requests past their time expire (as denied) even when nobody is waiting on them."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=EXPIRY_POLL)
+        await asyncio.to_thread(ctx.approvals.expire_due)
 
 
 async def _retention(ctx: BastionContext, stop: asyncio.Event) -> None:

@@ -114,6 +114,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeou
     raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+ALLOW_ALL = """
+[[rules]]
+name = "allow-all"
+effect = "allow"
+"""
+
+
 def write_config(root: Path, port: int, target: TargetSshd, login: str, extra: str = "") -> Path:
     wrong_key = root / "wrong_host_key"
     if not wrong_key.exists():
@@ -150,7 +157,7 @@ address = "127.0.0.1:{target.port}"
 logins = ["{login}"]
 host_key = "{target.host_public_key()}"
 credential = "key:upstream_key"
-{extra}
+{extra if "[[rules]]" in extra else extra + ALLOW_ALL}
 """)
     return config
 

@@ -22,6 +22,8 @@ BREAK = "break"  # {"msec": 0}
 EOF_ = "eof"  # {"from": "client" | "target"}
 TRANSFER = "transfer"  # {"op": "read"|"write", "path": "/x", "bytes": n, "protocol": "sftp"}
 EXIT = "exit"  # {"status": 3} or {"signal": "TERM", "core_dumped": false, "message": ""}
+DECISION = "decision"  # {"action": "exec", "text": "rm -rf /", "effect": "deny", "rule": "no-rm", ...}
+APPROVAL = "approval"  # {"request": 3, "status": "approved", "by": ["bob"]}
 MARKER = "marker"  # {"text": "..."}: anything worth a note in the recording
 
 BYTE_TYPES = frozenset({STDOUT, STDERR})

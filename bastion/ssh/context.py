@@ -26,6 +26,8 @@ class BastionContext:
     recordings: set[Any] = field(default_factory=set)  # live session recordings, for log progress entries
     bridges: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)  # live session bridges
     verifier: Any = None  # TokenVerifier for [[identity.issuers]] (built by serve)
+    policy: Any = None  # Policy of [[rules]] (built by serve)
+    approvals: Any = None  # Approvals in the store (built by serve)
 
     def audit(self, type_: str, **fields: Any) -> None:
         """Log one structured line and append the same event to the audit log."""

@@ -19,8 +19,10 @@ from bastion.audit.recording import SessionRecording
 from bastion.config import HostSettings
 from bastion.identity.ca import Identity
 from bastion.logs import log
+from bastion.policy import Connect, Subject
 from bastion.ssh import upstream
 from bastion.ssh.context import BastionContext, server_options
+from bastion.ssh.gate import Gate, denial
 from bastion.ssh.session import SessionBridge
 
 
@@ -40,6 +42,10 @@ class InnerServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+
+    def subject(self, login: str | None = None) -> Subject:
+        identity = self.identity
+        return Subject(identity.user, identity.groups, self.host.name, self.host.labels, login or self.login)
 
     def _refuse(self, event: str, message: str, **fields: Any) -> bool:
         self.ctx.audit(
@@ -63,6 +69,9 @@ class InnerServer(asyncssh.SSHServer):
                 f"login {username!r} is not allowed on {self.host.name} (allowed: {allowed})",
                 login=username,
             )
+        decision = Gate(self.ctx, self.subject(username), self.source).decide(Connect())
+        if not decision.allowed:
+            return self._refuse("login.refused", denial(decision, Connect()), login=username)
         try:
             self.upstream = await upstream.connect(
                 self.ctx.authorities,
@@ -98,7 +107,8 @@ class InnerServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_CONNECT_FAILED, "bastion: internal error; see its log"
             ) from None
-        bridge = SessionBridge(self.upstream, recording, self.ctx.settings.server.env_accepted)
+        gate = Gate(self.ctx, self.subject(), self.source, recording)
+        bridge = SessionBridge(self.upstream, recording, self.ctx.settings.server.env_accepted, gate)
         self.ctx.bridges.add(bridge)
         return bridge
 

@@ -17,7 +17,9 @@ import asyncssh
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
+from bastion.policy import Connect, Subject
 from bastion.ssh.context import BastionContext, new_connection_id, server_options
+from bastion.ssh.gate import Gate, denial
 from bastion.ssh.inner import inner_connection
 from bastion.ssh.login import IssuanceSession, LoginFlow, is_issuance_user
 
@@ -168,6 +170,13 @@ class OuterServer(asyncssh.SSHServer):
                 reason=reason,
             )
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}")
+        identity = self.identity
+        subject = Subject(identity.user, identity.groups, host.name, host.labels, None)
+        decision = Gate(self.ctx, subject, self.source).decide(Connect())
+        if not decision.allowed:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {denial(decision, Connect())}"
+            )
         channel_id = f"{self.id}{new_connection_id()[:4]}"
         log("channel", connection=self.id, channel=channel_id, user=self.identity.user, destination=destination)
         return inner_connection(self.ctx, self.identity, host, self.source, channel_id)

@@ -16,6 +16,8 @@ import asyncssh
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
 from bastion.logs import log
+from bastion.policy import Action, Exec, Shell
+from bastion.ssh.gate import DENIED_STATUS, Gate
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 
 SUBSYSTEMS = ("sftp",)
@@ -65,7 +67,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         upstream: asyncssh.SSHClientConnection,
         recording: SessionRecording,
         env_accepted: Callable[[str], bool],
+        gate: Gate | None = None,
     ) -> None:
+        self.gate = gate
         self.upstream = upstream
         self.recording = recording
         self.env_accepted = env_accepted
@@ -122,8 +126,34 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self.client.pause_reading()  # until the target side exists
         self._start = asyncio.ensure_future(self._open_target())
 
+    def _action(self) -> Action:
+        if self.command is not None:
+            return Exec(self.command)
+        if self.subsystem is not None:
+            return Exec(self.subsystem)  # rules name the sftp subsystem as the command "sftp"
+        return Shell()
+
+    def tell(self, line: str) -> None:
+        """One line from the bastion on the user's stderr."""
+        if self.client is not None and not self.client_gone:
+            end = "\r\n" if self.pty else "\n"
+            self.client.write_stderr(f"bastion: {line}{end}".encode())
+
+    async def _allowed(self, action: Action) -> bool:
+        if self.gate is None:
+            return True
+        verdict = await self.gate.check(action, self.tell)
+        if verdict.allowed or self.client is None or self.client_gone:
+            return verdict.allowed
+        self.tell(verdict.message)
+        self.recording.close(verdict.message, exit_status=DENIED_STATUS)
+        self.client.exit(DENIED_STATUS)
+        return False
+
     async def _open_target(self) -> None:
         assert self.client is not None
+        if not await self._allowed(self._action()):
+            return
         env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
         for name, value in sorted(env.items()):
             self.recording.note(ev.ENV, name=name, value=value)

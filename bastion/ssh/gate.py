@@ -1,0 +1,118 @@
+"""Deciding one action of a session: policy, grant windows and approvals, with every decision recorded.
+
+The session layers (outer routing, inner login, the session bridge, forwards) ask a Gate; it asks
+policy, holds `approve` decisions as approval requests and waits for people, and records the outcome
+in the session's recording (event `decision`) and, for anything but a plain allow, in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bastion.approvals import ApprovalError
+from bastion.audit import events as ev
+from bastion.audit.recording import SessionRecording
+from bastion.display import sanitize_for_display
+from bastion.policy import Action, Decision, Subject, action_kind, action_text
+from bastion.ssh.context import BastionContext
+
+DENIED_STATUS = 77  # exit status of a denied exec or shell (sysexits EX_NOPERM), documented in the README
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    message: str  # one line for the user when not allowed ("denied by rule NAME: why")
+    rule: str | None
+    request: int | None = None
+
+
+def denial(decision: Decision, action: Action) -> str:
+    if decision.rule is None:
+        return f"denied: {decision.message or 'no rule allows ' + action_kind(action).replace('_', ' ')}"
+    return f"denied by rule {decision.rule}: {decision.message}"
+
+
+class Gate:
+    def __init__(
+        self,
+        ctx: BastionContext,
+        subject: Subject,
+        source: str,
+        recording: SessionRecording | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.subject = subject
+        self.source = source
+        self.recording = recording
+
+    def decide(self, action: Action) -> Decision:
+        """Policy alone (no waiting): for the places that cannot hold, such as routing."""
+        decision = self.ctx.policy.decide(self.subject, action)
+        self._record(action, decision, decision.effect)
+        return decision
+
+    async def check(self, action: Action, waiting: Callable[[str], None]) -> Verdict:
+        """Policy, then a grant window or an approval request (announced through `waiting`)."""
+        decision = self.ctx.policy.decide(self.subject, action)
+        if decision.effect == "allow":
+            self._record(action, decision, "allow")
+            return Verdict(True, "", decision.rule)
+        if decision.effect == "deny":
+            self._record(action, decision, "deny")
+            return Verdict(False, denial(decision, action), decision.rule)
+        if await asyncio.to_thread(self.ctx.approvals.granted, self.subject, action):
+            self._record(action, decision, "allow", granted=True)
+            return Verdict(True, "", decision.rule)
+        return await self._hold(action, decision, waiting)
+
+    async def _hold(self, action: Action, decision: Decision, waiting: Callable[[str], None]) -> Verdict:
+        try:
+            request = await self.ctx.approvals.create_async(self.subject, action, decision, source=self.source)
+        except ApprovalError as exc:
+            self._record(action, decision, "deny", reason=str(exc))
+            return Verdict(False, f"cannot hold for approval: {exc}", decision.rule)
+        self._record(action, decision, "approve", request=request.id)
+        waiting(f"waiting for approval (request {request.id}, rule {decision.rule})...")
+        try:
+            final = await self.ctx.approvals.wait(request.id)
+        except asyncio.CancelledError:  # the requester went away
+            self.ctx.approvals.withdraw(request.id)
+            raise
+        if final.status == "approved":
+            self._note(ev.APPROVAL, request=request.id, status="approved", by=list(final.approved_by))
+            return Verdict(True, "", decision.rule, request.id)
+        self._note(ev.APPROVAL, request=request.id, status=final.status, by=[v.approver for v in final.votes])
+        if final.status == "denied":
+            vote = next((v for v in final.votes if not v.approve), None)
+            who = f" by {sanitize_for_display(vote.approver)}: {sanitize_for_display(vote.reason)}" if vote else ""
+            return Verdict(False, f"request {request.id} denied{who}", decision.rule, request.id)
+        return Verdict(False, f"request {request.id} {final.status}", decision.rule, request.id)
+
+    def _record(self, action: Action, decision: Decision, outcome: str, **extra: object) -> None:
+        fields = {
+            "action": action_kind(action),
+            "text": action_text(action),
+            "effect": outcome,
+            "rule": decision.rule,
+            "matched": list(decision.matched),
+            "message": decision.message,
+            **extra,
+        }
+        self._note(ev.DECISION, **fields)
+        if outcome != "allow" or extra:
+            self.ctx.audit(
+                "policy." + outcome,
+                user=self.subject.user,
+                host=self.subject.host,
+                login=self.subject.login,
+                source=self.source,
+                session=self.recording.id if self.recording else None,
+                **fields,
+            )
+
+    def _note(self, type_: str, **fields: object) -> None:
+        if self.recording is not None and not self.recording.closed:
+            self.recording.note(type_, **fields)
