@@ -53,7 +53,6 @@ def test_good_file_loads_frozen_with_paths_relative_to_the_file(tmp_path: Path) 
         host.name = "other"  # type: ignore[misc]
 
 
-
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

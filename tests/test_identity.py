@@ -55,8 +55,11 @@ def test_issued_user_certificate_fields(authorities: Authorities) -> None:
 
 def _cert(ca: asyncssh.SSHKey, principals: list[str], after: int, before: int) -> bytes:
     key = asyncssh.generate_private_key("ssh-ed25519")
-    return bytes(ca.generate_user_certificate(key, "k", serial=7, principals=principals,
-                                              valid_after=after, valid_before=before).public_data)
+    return bytes(
+        ca.generate_user_certificate(
+            key, "k", serial=7, principals=principals, valid_after=after, valid_before=before
+        ).public_data
+    )
 
 
 @pytest.mark.parametrize(
@@ -68,8 +71,9 @@ def _cert(ca: asyncssh.SSHKey, principals: list[str], after: int, before: int) -
         (["bob"], -60, 3600, "alice", "not valid for user 'alice'"),
     ],
 )
-def test_certificate_checks(authorities: Authorities, principals: list[str], after: int, before: int,
-                            user: str, reason: str) -> None:
+def test_certificate_checks(
+    authorities: Authorities, principals: list[str], after: int, before: int, user: str, reason: str
+) -> None:
     now = int(time.time())
     info = parse_certificate(_cert(authorities.user_ca, principals, now + after, now + before))
     with pytest.raises(CertificateRejected, match=reason):
