@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,6 +74,16 @@ class BastionEnv:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         run_bastion("cert", "issue", "-c", str(self.config), "--user", user, "--pubkey", f"{key}.pub", *extra)
         return key
+
+    def logged(self, type_: str, match: Callable[[dict[str, Any]], bool] = lambda f: True) -> list[dict[str, Any]]:
+        """Audit-log entries of a type that match; waits (5 s at most) for the serving bastion to commit them."""
+        deadline = time.monotonic() + 5
+        while True:
+            found = [e["fields"] for e in self.store().audit_log(type_) if match(e["fields"])]
+            if found or time.monotonic() > deadline:
+                assert found, f"no {type_} entry in the audit log"
+                return found
+            time.sleep(0.1)
 
     def latest_session(self, command_part: str) -> str:
         """The id of the newest session whose command contains `command_part`."""

@@ -70,8 +70,8 @@ def test_device_flow_with_oidc_provider_then_ssh_jump(ienv: BastionEnv, provider
         capture_output=True, timeout=60,
     )  # fmt: skip
     assert ran.returncode == 0 and ran.stdout == b"interop\n", ran.stderr
-    issued = ienv.store().audit_log("cert.issued")[-1]["fields"]
-    assert (issued["user"], issued["issuer"], issued["subject"]) == ("alice", "oidc:corp", "alice")
+    issued = ienv.logged("cert.issued", lambda f: f["issuer"] == "oidc:corp")[-1]
+    assert (issued["user"], issued["subject"]) == ("alice", "alice")
 
 
 def test_an_account_whose_username_is_not_a_login_name_is_refused(
@@ -81,7 +81,7 @@ def test_an_account_whose_username_is_not_a_login_name_is_refused(
     assert status == 1
     assert "is not a valid login name" in err.splitlines()[-1]
     assert not (tmp_path / "home" / "id_ed25519-cert.pub").exists()
-    assert "not a valid login name" in ienv.store().audit_log("login.failed")[-1]["fields"]["reason"]
+    assert ienv.logged("login.failed", lambda f: "not a valid login name" in f["reason"])
 
 
 def test_client_credentials_jwt_access_token_then_ssh_jump(

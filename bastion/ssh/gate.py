@@ -51,20 +51,20 @@ class Gate:
     def decide(self, action: Action) -> Decision:
         """Policy alone (no waiting): for the places that cannot hold, such as routing."""
         decision = self.ctx.policy.decide(self.subject, action)
-        self._record(action, decision, decision.effect)
+        self.record(action, decision, decision.effect)
         return decision
 
     async def check(self, action: Action, waiting: Callable[[str], None]) -> Verdict:
         """Policy, then a grant window or an approval request (announced through `waiting`)."""
         decision = self.ctx.policy.decide(self.subject, action)
         if decision.effect == "allow":
-            self._record(action, decision, "allow")
+            self.record(action, decision, "allow")
             return Verdict(True, "", decision.rule)
         if decision.effect == "deny":
-            self._record(action, decision, "deny")
+            self.record(action, decision, "deny")
             return Verdict(False, denial(decision, action), decision.rule)
         if await asyncio.to_thread(self.ctx.approvals.granted, self.subject, action):
-            self._record(action, decision, "allow", granted=True)
+            self.record(action, decision, "allow", granted=True)
             return Verdict(True, "", decision.rule)
         return await self._hold(action, decision, waiting)
 
@@ -72,9 +72,9 @@ class Gate:
         try:
             request = await self.ctx.approvals.create_async(self.subject, action, decision, source=self.source)
         except ApprovalError as exc:
-            self._record(action, decision, "deny", reason=str(exc))
+            self.record(action, decision, "deny", reason=str(exc))
             return Verdict(False, f"cannot hold for approval: {exc}", decision.rule)
-        self._record(action, decision, "approve", request=request.id)
+        self.record(action, decision, "approve", request=request.id)
         waiting(f"waiting for approval (request {request.id}, rule {decision.rule})...")
         try:
             final = await self.ctx.approvals.wait(request.id)
@@ -91,7 +91,7 @@ class Gate:
             return Verdict(False, f"request {request.id} denied{who}", decision.rule, request.id)
         return Verdict(False, f"request {request.id} {final.status}", decision.rule, request.id)
 
-    def _record(self, action: Action, decision: Decision, outcome: str, **extra: object) -> None:
+    def record(self, action: Action, decision: Decision, outcome: str, **extra: object) -> None:
         fields = {
             "action": action_kind(action),
             "text": action_text(action),
@@ -102,7 +102,7 @@ class Gate:
             **extra,
         }
         self._note(ev.DECISION, **fields)
-        if outcome != "allow" or extra:
+        if outcome != "allow" or extra or self.recording is None:  # no recording: the audit log is the record
             self.ctx.audit(
                 "policy." + outcome,
                 user=self.subject.user,

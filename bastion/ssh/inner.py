@@ -19,11 +19,23 @@ from bastion.audit.recording import SessionRecording
 from bastion.config import HostSettings
 from bastion.identity.ca import Identity
 from bastion.logs import log
-from bastion.policy import Connect, Subject
+from bastion.policy import Connect, Forward, Subject
 from bastion.ssh import upstream
 from bastion.ssh.context import BastionContext, server_options
 from bastion.ssh.gate import Gate, denial
 from bastion.ssh.session import SessionBridge
+
+TARGET_SELF = ("localhost", "127.0.0.1", "::1")  # how a forward names the target itself
+
+
+async def _pipe(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()
+    except (asyncssh.Error, OSError, BrokenPipeError):
+        writer.close()
 
 
 class InnerServer(asyncssh.SSHServer):
@@ -130,18 +142,48 @@ class InnerServer(asyncssh.SSHServer):
         self.ctx.recordings.add(recording)
         return recording
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
+        """`ssh -L PORT:localhost:PORT -J bastion host`: a forward to the target's own port, if policy says so."""
+        destination = f"{dest_host}:{dest_port}"
+        if self.upstream is None:
+            return False
+        if dest_host.lower() not in (*TARGET_SELF, self.host.name.lower()):
+            return self._refuse_forward(
+                destination, f"forwards through {self.host.name} reach only its own ports (localhost:PORT)"
+            )
+        gate = Gate(self.ctx, self.subject(), self.source)
+        action = Forward(dest_port)
+        decision = self.ctx.policy.decide(gate.subject, action)
+        if decision.effect == "deny":
+            gate.record(action, decision, "deny")
+            return self._refuse_forward(destination, denial(decision, action))
+        upstream = self.upstream
+        self.ctx.audit("forward.opened", user=self.identity.user, target=self.host.name, destination=destination,
+                       connection=self.connection_id, rule=decision.rule, effect=decision.effect)  # fmt: skip
+        if decision.effect == "allow":
+            gate.record(action, decision, "allow")
+            return upstream  # asyncssh opens the same destination through the upstream connection
+
+        async def held(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
+            verdict = await gate.check(action, lambda line: None)
+            if not verdict.allowed:
+                writer.close()
+                return
+            target_reader, target_writer = await upstream.open_connection(dest_host, dest_port, encoding=None)
+            await asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
+
+        return held
+
+    def _refuse_forward(self, destination: str, reason: str) -> bool:
         self.ctx.audit(
             "forward.refused",
             user=self.identity.user,
             target=self.host.name,
-            destination=f"{dest_host}:{dest_port}",
+            destination=destination,
             connection=self.connection_id,
-            reason="port forwarding to targets is not enabled",
+            reason=reason,
         )
-        raise asyncssh.ChannelOpenError(
-            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "bastion: port forwarding to targets is not enabled"
-        )
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}")
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False

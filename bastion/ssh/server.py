@@ -9,11 +9,13 @@ so the bastion is never an open relay.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from typing import Any
 
 import asyncssh
 
+from bastion.cli_policy import approvals_command
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
@@ -22,6 +24,8 @@ from bastion.ssh.context import BastionContext, new_connection_id, server_option
 from bastion.ssh.gate import Gate, denial
 from bastion.ssh.inner import inner_connection
 from bastion.ssh.login import IssuanceSession, LoginFlow, is_issuance_user
+
+APPROVER_COMMANDS = ("approvals", "approve", "deny")
 
 
 class OuterConnection(asyncssh.SSHServerConnection):
@@ -198,12 +202,14 @@ class OuterServer(asyncssh.SSHServer):
 
 
 class BastionShell(asyncssh.SSHServerSession[bytes]):
-    """`ssh bastion`: there is no shell on the bastion; say how to reach a host instead."""
+    """`ssh bastion`: no shell, but the approvers' commands: approvals list, approve ID, deny ID --reason R."""
 
     def __init__(self, ctx: BastionContext, identity: Identity) -> None:
         self.ctx = ctx
         self.identity = identity
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.command = ""
+        self.task: asyncio.Future[None] | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
         self.chan = chan
@@ -215,16 +221,46 @@ class BastionShell(asyncssh.SSHServerSession[bytes]):
         return True
 
     def exec_requested(self, command: str) -> bool:
+        self.command = command
         return True
+
+    def eof_received(self) -> bool:
+        return True  # the answer is still to be written
 
     def session_started(self) -> None:
         assert self.chan is not None
+        try:
+            argv = shlex.split(self.command)
+        except ValueError:
+            argv = self.command.split()
+        if "--reason" in argv[:-1]:  # ssh joins its arguments with spaces: the rest of the line is the reason
+            at = argv.index("--reason") + 1
+            argv = [*argv[:at], " ".join(argv[at:])]
+        if argv and argv[0] in APPROVER_COMMANDS:
+            self.task = asyncio.ensure_future(self._approvals(argv))
+            return
         hosts = ", ".join(h.name for h in self.ctx.settings.hosts) or "(none configured)"
         self.chan.write_stderr(
             f"bastion: there is no shell here, {self.identity.user}. Reach a host with: ssh -J <this bastion> HOST\r\n"
-            f"bastion: hosts: {hosts}\r\n".encode()
+            f"bastion: hosts: {hosts}\r\n"
+            "bastion: approvers: ssh <this bastion> approvals list | approve ID | deny ID --reason R\r\n".encode()
         )
         self.chan.exit(1)
+
+    async def _approvals(self, argv: list[str]) -> None:
+        assert self.chan is not None
+        identity = self.identity
+        try:
+            status, text = await asyncio.to_thread(
+                approvals_command, argv, identity.user, identity.groups, self.ctx.approvals
+            )
+        except Exception as exc:  # never a hang: the approver gets a line, the log the cause
+            log("internal.error", where="approvals", user=identity.user, error=repr(exc))
+            status, text = 1, "bastion: internal error; see its log"
+        if not self.chan.is_closing():
+            data = (text.rstrip("\n") + "\n").encode() if text else b""
+            (self.chan.write if status == 0 else self.chan.write_stderr)(data)
+            self.chan.exit(status)
 
 
 async def listen(ctx: BastionContext) -> asyncio.AbstractServer:

@@ -1,0 +1,308 @@
+"""Policy and approvals end to end: the real ssh client, the bastion, Debian's sshd as the target.
+
+Approvers decide from other processes: `bastion approvals` on the bastion host (the operator) and
+`ssh bastion approve ID` with their own certificates.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.targets import free_port
+from tests.conftest import BastionEnv, running_env
+
+DENIED = 77
+FORWARD_OK = free_port()
+FORWARD_DENIED = free_port()
+
+RULES = f"""
+[approvals]
+timeout = "8s"
+approver_groups = ["ops"]
+
+[[rules]]
+name = "dev-works"
+effect = "allow"
+groups = ["dev"]
+
+[[rules]]
+name = "no-touching"
+effect = "deny"
+exec = ["touch *", "rm *"]
+message = "files stay as they are"
+
+[[rules]]
+name = "held"
+effect = "approve"
+exec = ["echo held*"]
+approvers = ["ops"]
+
+[[rules]]
+name = "two-person"
+effect = "approve"
+exec = ["echo deploy*"]
+approvers = ["ops"]
+approvals = 2
+
+[[rules]]
+name = "granted"
+effect = "approve"
+exec = ["echo granted*"]
+approvers = ["ops"]
+grant = "1m"
+
+[[rules]]
+name = "not-pinned"
+effect = "deny"
+hosts = ["pinned-host"]
+message = "that host is closed"
+
+[[rules]]
+name = "forward-ok"
+effect = "allow"
+forward = [{FORWARD_OK}]
+
+[[rules]]
+name = "forward-no"
+effect = "deny"
+forward = [{FORWARD_DENIED}]
+"""
+
+
+@pytest.fixture(scope="module")
+def penv() -> Iterator[BastionEnv]:
+    with running_env(RULES) as environment:
+        yield environment
+
+
+@pytest.fixture(scope="module")
+def approver(penv: BastionEnv) -> dict[str, Path]:
+    """ssh configs for bob and carol (group ops), and amy (groups dev and ops)."""
+    configs = {}
+    for user, groups in (("bob", ("ops",)), ("carol", ("ops",)), ("amy", ("dev", "ops"))):
+        key = penv.issue(user, user, *(arg for g in groups for arg in ("--group", g)))
+        config = penv.root / f"{user}_ssh_config"
+        config.write_text(penv.ssh_config.read_text().replace(str(penv.user_key), str(key)))
+        configs[user] = config
+    return configs
+
+
+def as_user(penv: BastionEnv, config: Path, user: str, *command: str, jump: bool = False, **kw: object) -> list[str]:
+    destination = [f"-J{user}@bastion", f"{penv.login}@mcp-host"] if jump else [f"{user}@bastion"]
+    return ["ssh", "-F", str(config), *destination, *command]
+
+
+def run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def start(penv: BastionEnv, command: str, config: Path | None = None, user: str = "alice") -> subprocess.Popen[str]:
+    args = ["ssh", "-F", str(config or penv.ssh_config), "-J", f"{user}@bastion", f"{penv.login}@mcp-host", command]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def pending(penv: BastionEnv, text: str, timeout: float = 10) -> int:
+    """The id of the pending request whose action is `text` (as the operator sees it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = json.loads(penv.bastion("approvals", "list", "--json").stdout)
+        for row in rows:
+            if row["action"] == text:
+                return int(row["id"])
+        time.sleep(0.2)
+    raise AssertionError(f"no pending request for {text!r}")
+
+
+def test_denied_exec_leaves_the_target_untouched(penv: BastionEnv) -> None:
+    path = Path(f"/tmp/bastion-denied-{uuid.uuid4().hex}")
+    result = penv.ssh(f"touch {path}")
+    assert result.returncode == DENIED
+    assert result.stderr == b"bastion: denied by rule no-touching: files stay as they are\n"
+    assert not path.exists()
+    session = penv.store().session(penv.latest_session(f"touch {path}"))
+    assert session is not None and session.exit_status == DENIED
+    decisions = [e.fields() for e in penv.store().events(session.id) if e.type == "decision"]
+    assert decisions == [
+        {"action": "exec", "text": f"touch {path}", "effect": "deny", "rule": "no-touching",
+         "matched": ["dev-works", "no-touching"], "message": "files stay as they are"}
+    ]  # fmt: skip
+
+
+def test_a_compound_command_with_a_denied_part_is_denied(penv: BastionEnv) -> None:
+    path = Path(f"/tmp/bastion-denied-{uuid.uuid4().hex}")
+    result = penv.ssh(f"echo hi; touch {path}")
+    assert result.returncode == DENIED and b"no-touching" in result.stderr
+    assert not path.exists()
+
+
+def test_reaching_a_host_a_rule_closes_is_refused_with_the_rule(penv: BastionEnv) -> None:
+    result = penv.ssh("true", host="pinned-host")
+    assert result.returncode == 255
+    assert b"denied by rule not-pinned: that host is closed" in result.stderr
+
+
+def test_a_user_no_rule_allows_is_refused_by_default(penv: BastionEnv, approver: dict[str, Path]) -> None:
+    # bob may reach the host (the forward rules name no users), but no rule allows his command.
+    result = run(as_user(penv, approver["bob"], "bob", "true", jump=True))
+    assert result.returncode == DENIED and result.stderr == "bastion: denied: no rule allows this\n"
+
+
+def test_held_exec_runs_after_the_operator_approves_from_another_process(penv: BastionEnv) -> None:
+    process = start(penv, "echo held-1 ran")
+    request = pending(penv, "echo held-1 ran")
+    approved = penv.bastion("approvals", "approve", str(request), "--reason", "fine")
+    assert approved.returncode == 0
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and out == "held-1 ran\n"
+    assert f"bastion: waiting for approval (request {request}, rule held)..." in err
+
+
+def test_approver_over_ssh_with_their_certificate(penv: BastionEnv, approver: dict[str, Path]) -> None:
+    process = start(penv, "echo held-2 ran")
+    request = pending(penv, "echo held-2 ran")
+    listing = run(as_user(penv, approver["bob"], "bob", "approvals", "list"))
+    assert listing.returncode == 0 and "echo held-2 ran" in listing.stdout and "alice" in listing.stdout
+    decided = run(as_user(penv, approver["bob"], "bob", "approve", str(request)))
+    assert decided.returncode == 0, decided.stderr
+    out, _ = process.communicate(timeout=30)
+    assert out == "held-2 ran\n"
+    votes = penv.logged("approval.approve", lambda f: f["id"] == request)
+    assert votes[-1]["approver"] == "bob"
+
+
+def test_nobody_approves_their_own_request(penv: BastionEnv, approver: dict[str, Path]) -> None:
+    process = start(penv, "echo held-3 ran", approver["amy"], "amy")
+    request = pending(penv, "echo held-3 ran")
+    own = run(as_user(penv, approver["amy"], "amy", "approve", str(request)))
+    assert own.returncode == 1 and "own" in own.stderr
+    no_reason = run(as_user(penv, approver["bob"], "bob", "deny", str(request)))
+    assert no_reason.returncode != 0 and "reason" in no_reason.stderr
+    denied = run(as_user(penv, approver["bob"], "bob", "deny", str(request), "--reason", "not today"))
+    assert denied.returncode == 0, denied.stderr
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == DENIED and out == ""
+    assert f"request {request} denied by bob: not today" in err
+
+
+def test_two_approvals_from_different_people(penv: BastionEnv, approver: dict[str, Path]) -> None:
+    process = start(penv, "echo deploy-1 ran")
+    request = pending(penv, "echo deploy-1 ran")
+    assert run(as_user(penv, approver["bob"], "bob", "approve", str(request))).returncode == 0
+    twice = run(as_user(penv, approver["bob"], "bob", "approve", str(request)))
+    assert twice.returncode == 1 and "already" in twice.stderr
+    time.sleep(1)
+    assert process.poll() is None  # one approval of two: still waiting
+    assert run(as_user(penv, approver["carol"], "carol", "approve", str(request))).returncode == 0
+    out, _ = process.communicate(timeout=30)
+    assert out == "deploy-1 ran\n"
+
+
+def test_an_undecided_request_expires_as_denied(penv: BastionEnv) -> None:
+    started = time.monotonic()
+    result = penv.ssh("echo held-expire ran", timeout=60)
+    assert result.returncode == DENIED and result.stdout == b""
+    assert b"expired" in result.stderr
+    assert 7 <= time.monotonic() - started < 20
+
+
+def test_a_grant_window_lets_the_same_command_pass_again(penv: BastionEnv) -> None:
+    process = start(penv, "echo granted-1")
+    penv.bastion("approvals", "approve", str(pending(penv, "echo granted-1")))
+    assert process.communicate(timeout=30)[0] == "granted-1\n"
+    again = penv.ssh("echo granted-1", timeout=20)
+    assert again.returncode == 0 and again.stdout == b"granted-1\n" and b"waiting" not in again.stderr
+    other = start(penv, "echo granted-2")
+    pending(penv, "echo granted-2")  # a different command is not covered
+    other.kill()
+
+
+def test_a_requester_who_disconnects_withdraws_the_request(penv: BastionEnv) -> None:
+    process = start(penv, "echo held-gone")
+    request = pending(penv, "echo held-gone")
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = json.loads(penv.bastion("approvals", "list", "--all", "--json").stdout)
+        status = next(r["status"] for r in rows if r["id"] == request)
+        if status == "withdrawn":
+            break
+        time.sleep(0.2)
+    assert status == "withdrawn"
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello from the target")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def target_web() -> Iterator[None]:
+    servers = [http.server.HTTPServer(("127.0.0.1", port), _Hello) for port in (FORWARD_OK, FORWARD_DENIED)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield
+    for server in servers:
+        server.shutdown()
+
+
+def test_forwards_are_decided_per_port(penv: BastionEnv, target_web: None) -> None:
+    local_ok, local_denied = free_port(), free_port()
+    command = [
+        "ssh", "-F", str(penv.ssh_config), "-N", "-o", "ExitOnForwardFailure=yes",
+        "-L", f"{local_ok}:localhost:{FORWARD_OK}", "-L", f"{local_denied}:localhost:{FORWARD_DENIED}",
+        "-J", "bastion", f"{penv.login}@mcp-host",
+    ]  # fmt: skip
+    tunnel = subprocess.Popen(command, stderr=subprocess.PIPE)
+    try:
+        body = b""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not body:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{local_ok}/", timeout=5) as response:
+                    body = response.read()
+            except OSError:
+                time.sleep(0.2)
+        assert body == b"hello from the target"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{local_denied}/", timeout=5).read()
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+    refused = penv.logged("forward.refused", lambda f: f["destination"] == f"localhost:{FORWARD_DENIED}")
+    assert "denied by rule forward-no" in refused[-1]["reason"]
+
+
+def test_a_forward_to_another_machine_is_refused(penv: BastionEnv) -> None:
+    result = subprocess.run(
+        ["ssh", "-F", str(penv.ssh_config), "-W", f"10.1.2.3:{FORWARD_OK}", "-J", "bastion", f"{penv.login}@mcp-host"],
+        capture_output=True,
+        timeout=30,
+        input=b"",
+    )
+    assert result.returncode != 0 and b"reach only its own ports" in result.stderr
+
+
+def test_policy_test_command(penv: BastionEnv) -> None:
+    result = penv.bastion(
+        "policy", "test", "--user", "alice", "--group", "dev", "--host", "mcp-host", "--login", penv.login,
+        "--exec", "rm -rf /tmp/x", "--json",
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert report["effect"] == "deny" and report["rule"] == "no-touching"
+    assert set(report["matched"]) >= {"dev-works", "no-touching"}
