@@ -158,8 +158,12 @@ def test_a_user_no_rule_allows_is_refused_by_default(penv: BastionEnv, approver:
 
 
 def test_held_exec_runs_after_the_operator_approves_from_another_process(penv: BastionEnv) -> None:
-    process = start(penv, "echo held-1 ran")
+    args = ["ssh", "-F", str(penv.ssh_config), "-o", 'SetEnv=BASTION_REASON="ticket 42"', "-J", "bastion",
+            f"{penv.login}@mcp-host", "echo held-1 ran"]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     request = pending(penv, "echo held-1 ran")
+    listed = json.loads(penv.bastion("approvals", "list", "--json").stdout)
+    assert next(r for r in listed if r["id"] == request)["reason"] == "ticket 42"
     approved = penv.bastion("approvals", "approve", str(request), "--reason", "fine")
     assert approved.returncode == 0
     out, err = process.communicate(timeout=30)

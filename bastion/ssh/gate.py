@@ -18,6 +18,7 @@ from bastion.display import sanitize_for_display
 from bastion.policy import Action, Decision, Subject, action_kind, action_text
 from bastion.ssh.context import BastionContext
 
+REASON_ENV = "BASTION_REASON"  # ssh -o SetEnv=BASTION_REASON="..." gives approvers the requester's reason
 DENIED_STATUS = 77  # exit status of a denied exec or shell (sysexits EX_NOPERM), documented in the README
 
 
@@ -54,7 +55,7 @@ class Gate:
         self.record(action, decision, decision.effect)
         return decision
 
-    async def check(self, action: Action, waiting: Callable[[str], None]) -> Verdict:
+    async def check(self, action: Action, waiting: Callable[[str], None], reason: str = "") -> Verdict:
         """Policy, then a grant window or an approval request (announced through `waiting`)."""
         decision = self.ctx.policy.decide(self.subject, action)
         if decision.effect == "allow":
@@ -66,11 +67,13 @@ class Gate:
         if await asyncio.to_thread(self.ctx.approvals.granted, self.subject, action):
             self.record(action, decision, "allow", granted=True)
             return Verdict(True, "", decision.rule)
-        return await self._hold(action, decision, waiting)
+        return await self._hold(action, decision, waiting, reason)
 
-    async def _hold(self, action: Action, decision: Decision, waiting: Callable[[str], None]) -> Verdict:
+    async def _hold(self, action: Action, decision: Decision, waiting: Callable[[str], None], reason: str) -> Verdict:
         try:
-            request = await self.ctx.approvals.create_async(self.subject, action, decision, source=self.source)
+            request = await self.ctx.approvals.create_async(
+                self.subject, action, decision, source=self.source, reason=reason
+            )
         except ApprovalError as exc:
             self.record(action, decision, "deny", reason=str(exc))
             return Verdict(False, f"cannot hold for approval: {exc}", decision.rule)

@@ -17,7 +17,7 @@ from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
 from bastion.logs import log
 from bastion.policy import Action, Exec, Shell
-from bastion.ssh.gate import DENIED_STATUS, Gate
+from bastion.ssh.gate import DENIED_STATUS, REASON_ENV, Gate
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 
 SUBSYSTEMS = ("sftp",)
@@ -142,7 +142,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     async def _allowed(self, action: Action) -> bool:
         if self.gate is None:
             return True
-        verdict = await self.gate.check(action, self.tell)
+        reason = self.client.get_environment().get(REASON_ENV, "") if self.client is not None else ""
+        verdict = await self.gate.check(action, self.tell, str(reason)[:500])
         if verdict.allowed or self.client is None or self.client_gone:
             return verdict.allowed
         self.tell(verdict.message)
