@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import subprocess
 import threading
 import time
@@ -20,6 +21,7 @@ import pytest
 
 from bastion.targets import free_port
 from tests.conftest import BastionEnv, running_env
+from tests.test_interactive_e2e import Terminal
 
 DENIED = 77
 FORWARD_OK = free_port()
@@ -310,3 +312,45 @@ def test_policy_test_command(penv: BastionEnv) -> None:
     report = json.loads(result.stdout)
     assert report["effect"] == "deny" and report["rule"] == "no-touching"
     assert set(report["matched"]) >= {"dev-works", "no-touching"}
+
+
+@pytest.fixture
+def shell(penv: BastionEnv) -> Iterator[Terminal]:
+    term = Terminal(penv)
+    try:
+        term.wait_for(r"[$#]\s*$")
+        yield term
+    finally:
+        term.close()
+
+
+def test_a_denied_shell_line_is_cleared_and_the_shell_goes_on(penv: BastionEnv, shell: Terminal) -> None:
+    path = Path(f"/tmp/bastion-denied-{uuid.uuid4().hex}")
+    shell.keys("-l", f"touch {path}")
+    shell.keys("Enter")
+    shell.wait_for(r"^bastion: denied by rule no-touching: files stay as they are")
+    time.sleep(0.5)
+    assert not path.exists()
+    shell.line("echo still=$((40+2))")
+    shell.wait_for(r"^still=42")
+
+
+def test_an_edited_line_is_decided_as_the_screen_shows_it(penv: BastionEnv, shell: Terminal) -> None:
+    path = Path(f"/tmp/bastion-denied-{uuid.uuid4().hex}")
+    shell.keys("-l", f"ls {path}")
+    shell.keys("C-a", "Delete", "Delete")  # "ls X" becomes "touch X" before Enter
+    shell.keys("-l", "touch")
+    shell.keys("Enter")
+    shell.wait_for(r"^bastion: denied by rule no-touching")
+    time.sleep(0.5)
+    assert not path.exists()
+
+
+def test_a_held_shell_line_runs_after_approval(penv: BastionEnv, shell: Terminal) -> None:
+    shell.line("echo held-shell ran")
+    screen = shell.wait_for(r"^bastion: waiting for approval \(request \d+, rule held\)")
+    request = int(re.search(r"request (\d+)", screen).group(1))  # type: ignore[union-attr]
+    penv.bastion("approvals", "approve", str(request))
+    shell.wait_for(r"^held-shell ran$")
+    shell.line("echo after=ok")
+    shell.wait_for(r"^after=ok")

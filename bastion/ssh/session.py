@@ -16,7 +16,8 @@ import asyncssh
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
 from bastion.logs import log
-from bastion.policy import Action, Exec, Shell
+from bastion.policy import Action, Exec, Shell, ShellLine
+from bastion.shell import CLEAR_LINE, ShellLineTracker
 from bastion.ssh.gate import DENIED_STATUS, REASON_ENV, Gate
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 
@@ -26,6 +27,10 @@ SFTP_MAX_PACKET = 16 * 1024 * 1024
 # packet's framing fits in one packet of the outer channel (OpenSSH's 32 KiB): halves the
 # packets the bastion sends for bulk output (measured: 49k -> 25k sends per 200 MB).
 UPSTREAM_MAX_PACKET = 31 * 1024
+# Shell lines: before deciding, wait for the echo of what was typed (output quiet for ECHO_QUIET,
+# ECHO_WAIT at most); afterwards hold keys typed ahead until the shell reads its next line.
+ECHO_QUIET, ECHO_WAIT = 0.04, 1.0
+RELEASE_QUIET, RELEASE_WAIT = 0.15, 2.0
 
 
 class TargetSide(asyncssh.SSHClientSession[bytes]):
@@ -84,6 +89,11 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self.pending_input: list[bytes] = []  # what arrived before the target side opened
         self.client_gone = False
         self._start: asyncio.Task[None] | None = None
+        self.lines: ShellLineTracker | None = None  # interactive shells: the command line on screen
+        self.holding = False  # an Enter is held while its line is decided
+        self.held: list[bytes] = []  # client input that arrived meanwhile
+        self._last_output = 0.0
+        self._line_task: asyncio.Future[None] | None = None
 
     # Requests from the client, before the session starts.
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
@@ -99,6 +109,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         return True
 
     def shell_requested(self) -> bool:
+        if self.pty is not None and self.gate is not None:
+            cols, rows = self.pty[1][0] or 80, self.pty[1][1] or 24
+            self.lines = ShellLineTracker(cols, rows)
         self.recording.describe(kind="shell")
         self.recording.note(ev.SHELL)
         return True
@@ -201,8 +214,73 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             return  # clients do not send stderr; OpenSSH drops it too
         if self.target is None:  # delivered before pause_reading took effect; bounded by the window
             self.pending_input.append(data)
+        elif self.lines is not None:
+            self._typed(data)
         else:
             self.target.write(data)
+
+    # Shell lines: hold each Enter, decide the line the screen shows, then send the Enter or clear it.
+    def _typed(self, data: bytes) -> None:
+        assert self.lines is not None and self.target is not None
+        if self.holding:
+            self.held.append(data)
+            return
+        while data:
+            before, enter, data = self.lines.split_at_enter(data)
+            if before:
+                self.target.write(before)
+            if enter is None:
+                return
+            if not self.lines.gating:
+                self.target.write(enter)
+                self.lines.submitted()
+                continue
+            self.holding = True
+            self.held.insert(0, data)
+            self._line_task = asyncio.ensure_future(self._decide_line(enter))
+            return
+
+    async def _decide_line(self, enter: bytes) -> None:
+        assert self.lines is not None and self.target is not None and self.gate is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ECHO_WAIT
+        while loop.time() < deadline and (self.lines.awaiting_echo or loop.time() - self._last_output < ECHO_QUIET):
+            await asyncio.sleep(0.01)  # the echo of what was typed must be on the screen first
+        text = self.lines.line()
+        allowed = True
+        if text.strip():
+            verdict = await self.gate.check(ShellLine(text), self._say)
+            allowed = verdict.allowed
+            if not allowed:
+                self._say(verdict.message)
+        if self.client_gone or self.target is None:
+            return
+        if allowed:
+            self.target.write(enter)
+            self.lines.submitted()
+        else:
+            self.target.write(CLEAR_LINE)
+            self.lines.cleared()
+        reads = self.lines.line_reads
+        deadline = loop.time() + RELEASE_WAIT
+        while loop.time() < deadline and self.lines.line_reads == reads:
+            if not allowed and loop.time() - self._last_output > RELEASE_QUIET:
+                break
+            await asyncio.sleep(0.01)  # keys typed ahead go to the next prompt, not into this command
+        self.holding = False
+        held, self.held = self.held, []
+        for data in held:
+            self._typed(data)
+
+    def _say(self, line: str) -> None:
+        """A line from the bastion in a shell: on the user's screen, in the tracker and in the recording."""
+        if self.client is None or self.client_gone:
+            return
+        message = f"\r\nbastion: {line}\r\n".encode()
+        if self.lines is not None:
+            self.lines.output(message)
+        self.recording.output(message)
+        self.client.write(message)
 
     def eof_received(self) -> bool:
         self.recording.note(ev.EOF_, **{"from": "client"})
@@ -214,6 +292,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self.recording.note(ev.RESIZE, cols=width, rows=height)
+        if self.lines is not None:
+            self.lines.resize(width, height)
         if self.target is not None:
             self.target.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -250,6 +330,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client_gone = True
+        if self._line_task is not None and not self._line_task.done():
+            self._line_task.cancel()  # a line waiting for approval: the request is withdrawn
         if self.target is not None:
             self.target.close()
         elif self._start is not None and not self._start.done():
@@ -266,6 +348,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self.recording.bytes_out += len(data)  # file contents are counted, not recorded
         else:
             self.recording.output(data, stderr)
+        if self.lines is not None:
+            self.lines.output(data)
+            self._last_output = asyncio.get_running_loop().time()
         if stderr:
             self.client.write_stderr(data)
         else:
