@@ -34,6 +34,7 @@ from bastion.config_types import (
     resolve_path,
 )
 from bastion.identity.issuers import IdentitySettings
+from bastion.masking import MaskingSettings
 from bastion.policy import Rule, check_rules
 
 __all__ = ["LOGIN_NAME", "ConfigError", "Settings", "load", "parse_address", "parse_duration"]
@@ -184,6 +185,7 @@ class Settings(Section):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     rules: tuple[Rule, ...] = ()
+    masking: MaskingSettings = Field(default_factory=MaskingSettings)
     hosts: tuple[HostSettings, ...] = ()
 
     @field_validator("hosts")

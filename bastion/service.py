@@ -16,6 +16,7 @@ from bastion.config import Settings
 from bastion.identity.ca import Authorities
 from bastion.identity.oidc import TokenVerifier
 from bastion.logs import log
+from bastion.masking import Masker
 from bastion.policy import Policy
 from bastion.ssh import server
 from bastion.ssh.context import BastionContext
@@ -31,6 +32,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     ctx = BastionContext(settings, Authorities(settings.server.state_dir), store, sealer)
     ctx.verifier = TokenVerifier(settings.identity)
     ctx.policy = Policy(settings.rules)
+    ctx.masker = Masker.from_settings(settings.masking)
     ctx.approvals = Approvals(store, settings.approvals)
     interrupted = close_interrupted(store, sealer)
     if interrupted:

@@ -443,6 +443,11 @@ class ShellLineTracker:
         return bool(prompt) and prompt in (self._primary_prompt, self._continuation_prompt)
 
     @property
+    def full_screen(self) -> bool:
+        """A full-screen program (vim, less, top) holds the alternate screen."""
+        return self._screen.alternate
+
+    @property
     def awaiting_echo(self) -> bool:
         """Keys were forwarded and no output came since: the screen may not show them yet."""
         return self._awaiting_echo

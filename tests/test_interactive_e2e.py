@@ -113,6 +113,7 @@ def test_full_screen_programs_work(terminal: Terminal) -> None:
     terminal.line("top -d 0.5")
     terminal.wait_for(r"PID\s+USER")
     terminal.keys("q")
+    terminal.wait_for(r"\S+[$#]\s*\Z")  # top discards typeahead when it exits: wait for the prompt
     terminal.line("echo left-top")
     terminal.wait_for(r"^left-top")
 

@@ -37,6 +37,7 @@ class SessionRecording:
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = False
+        self.maskings: dict[str, int] = {}  # secrets and personal data masked in this session, by type
         store.put_session(info)
         store.log(
             "session.start",
@@ -131,6 +132,8 @@ class SessionRecording:
             "end_reason": reason,
             "status": "closed",
         }
+        if self.maskings:
+            fields["extra"] = {**self.info.extra, "maskings": dict(sorted(self.maskings.items()))}
         self.info = dataclasses.replace(self.info, **fields)
         self.store.update_session(self.info.id, **fields)
         info, count, store, sealer = self.info, self.seq, self.store, self.sealer
@@ -148,6 +151,7 @@ class SessionRecording:
             exit_signal=exit_signal,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            maskings=self.maskings,
         )
 
 
@@ -156,7 +160,15 @@ def seal(store: Store, sealer: Sealer, info: SessionInfo, events: int, head: byt
     body = seal_body(info, events, head)
     signature = sealer.sign(body)
     store.put_seal(info.id, body, signature)
-    store.log("session.end", session=info.id, status=info.status, events=events, seal=seal_digest(body, signature))
+    maskings = info.extra.get("maskings", {})
+    store.log(
+        "session.end",
+        session=info.id,
+        status=info.status,
+        events=events,
+        seal=seal_digest(body, signature),
+        **({"maskings": maskings} if maskings else {}),
+    )
 
 
 def close_interrupted(store: Store, sealer: Sealer) -> list[str]:

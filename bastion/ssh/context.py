@@ -28,6 +28,7 @@ class BastionContext:
     verifier: Any = None  # TokenVerifier for [[identity.issuers]] (built by serve)
     policy: Any = None  # Policy of [[rules]] (built by serve)
     approvals: Any = None  # Approvals in the store (built by serve)
+    masker: Any = None  # Masker of [masking] (built by serve; None: output passes unmasked)
 
     def audit(self, type_: str, **fields: Any) -> None:
         """Log one structured line and append the same event to the audit log."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bastion.approvals import ApprovalError
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
 from bastion.display import sanitize_for_display
-from bastion.policy import Action, Decision, Subject, action_kind, action_text
+from bastion.policy import Action, Decision, Exec, McpTool, ShellLine, Subject, action_kind, action_text
 from bastion.ssh.context import BastionContext
 
 REASON_ENV = "BASTION_REASON"  # ssh -o SetEnv=BASTION_REASON="..." gives approvers the requester's reason
@@ -36,6 +37,16 @@ def denial(decision: Decision, action: Action) -> str:
     return f"denied by rule {decision.rule}: {decision.message}"
 
 
+def _masked_json(masker: Any, value: Any) -> Any:
+    if isinstance(value, str):
+        return masker.mask_text(value)
+    if isinstance(value, dict):
+        return {k: _masked_json(masker, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked_json(masker, v) for v in value]
+    return value
+
+
 class Gate:
     def __init__(
         self,
@@ -52,12 +63,24 @@ class Gate:
     def decide(self, action: Action) -> Decision:
         """Policy alone (no waiting): for the places that cannot hold, such as routing."""
         decision = self.ctx.policy.decide(self.subject, action)
-        self.record(action, decision, decision.effect)
+        self.record(self.shown(action), decision, decision.effect)
         return decision
+
+    def shown(self, action: Action) -> Action:
+        """The action as it may be stored and shown to approvers: secrets in it masked."""
+        masker = self.ctx.masker
+        if masker is None:
+            return action
+        if isinstance(action, Exec | ShellLine):
+            return type(action)(masker.mask_text(action.command))
+        if isinstance(action, McpTool):
+            return McpTool(action.tool, _masked_json(masker, dict(action.arguments)))
+        return action
 
     async def check(self, action: Action, waiting: Callable[[str], None], reason: str = "") -> Verdict:
         """Policy, then a grant window or an approval request (announced through `waiting`)."""
         decision = self.ctx.policy.decide(self.subject, action)
+        action = self.shown(action)  # decided on what was typed; stored and shown masked
         if decision.effect == "allow":
             self.record(action, decision, "allow")
             return Verdict(True, "", decision.rule)

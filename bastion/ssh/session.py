@@ -16,9 +16,11 @@ import asyncssh
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
 from bastion.logs import log
+from bastion.masking import Masker, MaskingSettings
 from bastion.policy import Action, Exec, Shell, ShellLine
 from bastion.shell import CLEAR_LINE, ShellLineTracker
 from bastion.ssh.gate import DENIED_STATUS, REASON_ENV, Gate
+from bastion.ssh.masked_output import MaskedOutput
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 
 SUBSYSTEMS = ("sftp",)
@@ -30,7 +32,7 @@ UPSTREAM_MAX_PACKET = 31 * 1024
 # Shell lines: before deciding, wait for the echo of what was typed (output quiet for ECHO_QUIET,
 # ECHO_WAIT at most); afterwards hold keys typed ahead until the shell reads its next line.
 ECHO_QUIET, ECHO_WAIT = 0.04, 1.0
-RELEASE_QUIET, RELEASE_WAIT = 0.15, 2.0
+RELEASE_QUIET, RELEASE_WAIT = 0.1, 2.0
 
 
 class TargetSide(asyncssh.SSHClientSession[bytes]):
@@ -73,8 +75,11 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         recording: SessionRecording,
         env_accepted: Callable[[str], bool],
         gate: Gate | None = None,
+        masking: tuple[Masker, MaskingSettings] | None = None,
     ) -> None:
         self.gate = gate
+        self.masking = masking
+        self.masked: MaskedOutput | None = None  # set when the session starts (not for file transfers by default)
         self.upstream = upstream
         self.recording = recording
         self.env_accepted = env_accepted
@@ -118,8 +123,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def exec_requested(self, command: str) -> bool:
         self.command = command
-        self.recording.describe(kind="exec", command=command)
-        self.recording.note(ev.EXEC, command=command)
+        shown = self.masking[0].mask_text(command) if self.masking is not None else command  # stored: masked
+        self.recording.describe(kind="exec", command=shown)
+        self.recording.note(ev.EXEC, command=shown)
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
@@ -138,6 +144,10 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         assert self.client is not None
         self.client.pause_reading()  # until the target side exists
         self._start = asyncio.ensure_future(self._open_target())
+
+    def _is_transfer(self) -> bool:
+        """sftp, or scp's remote end: binary file contents, not masked unless [masking] transfers = true."""
+        return self.subsystem is not None or (self.command or "").lstrip().startswith("scp ")
 
     def _action(self) -> Action:
         if self.command is not None:
@@ -168,9 +178,14 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         assert self.client is not None
         if not await self._allowed(self._action()):
             return
+        if self.masking is not None:
+            masker, settings = self.masking
+            if settings.transfers or not self._is_transfer():
+                self.masked = MaskedOutput(masker, settings.idle_release, self._emit, self.recording.maskings)
         env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
         for name, value in sorted(env.items()):
-            self.recording.note(ev.ENV, name=name, value=value)
+            shown = self.masking[0].mask_text(value) if self.masking is not None else value
+            self.recording.note(ev.ENV, name=name, value=shown)
         options: dict[str, Any] = {"env": env or (), "encoding": None, "max_pktsize": UPSTREAM_MAX_PACKET}
         if self.pty is not None:
             term, size, modes = self.pty
@@ -190,7 +205,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             "session.start",
             session=self.recording.id,
             kind=self.recording.info.kind,
-            command=self.command or self.subsystem or "",
+            command=self.recording.info.command or self.subsystem or "",
             user=self.recording.info.user,
             target=self.recording.info.target,
             login=self.recording.info.login,
@@ -261,12 +276,14 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         else:
             self.target.write(CLEAR_LINE)
             self.lines.cleared()
-        reads = self.lines.line_reads
-        deadline = loop.time() + RELEASE_WAIT
-        while loop.time() < deadline and self.lines.line_reads == reads:
-            if not allowed and loop.time() - self._last_output > RELEASE_QUIET:
+        # Keys typed ahead wait until the shell reads its next line, a full-screen program starts, or the
+        # output is quiet (a program reading input): not longer, or they would reach a program late.
+        reads, sent = self.lines.line_reads, loop.time()
+        deadline = sent + RELEASE_WAIT
+        while loop.time() < deadline and self.lines.line_reads == reads and not self.lines.full_screen:
+            if loop.time() - max(self._last_output, sent) > RELEASE_QUIET:
                 break
-            await asyncio.sleep(0.01)  # keys typed ahead go to the next prompt, not into this command
+            await asyncio.sleep(0.01)
         self.holding = False
         held, self.held = self.held, []
         for data in held:
@@ -346,7 +363,16 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         if self.sftp is not None:
             self._transfers(self.sftp.server_data(data))
             self.recording.bytes_out += len(data)  # file contents are counted, not recorded
+        if self.masked is not None:
+            self.masked.feed(data, stderr)  # -> _emit, now or when the masker releases what it holds
         else:
+            self._emit(data, stderr)
+
+    def _emit(self, data: bytes, stderr: bool) -> None:
+        """Output as the user may see it (masked): to the recording, the shell-line screen and the client."""
+        if self.client_gone or self.client is None:
+            return
+        if self.sftp is None:
             self.recording.output(data, stderr)
         if self.lines is not None:
             self.lines.output(data)
@@ -356,7 +382,12 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         else:
             self.client.write(data)
 
+    def _flush_masked(self) -> None:
+        if self.masked is not None:
+            self.masked.flush()
+
     def target_eof(self) -> None:
+        self._flush_masked()
         self.recording.note(ev.EOF_, **{"from": "target"})
         if self.client is not None and not self.client_gone:
             self.client.write_eof()
@@ -369,6 +400,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
                 self.client.pause_reading()
 
     def target_closed(self, side: TargetSide, exc: Exception | None) -> None:
+        self._flush_masked()
         self._finish_transfers()
         if self.client_gone or self.client is None:
             return

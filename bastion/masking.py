@@ -1,0 +1,183 @@
+"""Masking of secrets and personal data in output, before the client or the recording sees it.
+
+A `Masker` is compiled once from the `[masking]` settings and shared; each output stream gets its
+own `MaskingStream`: bytes in, masked bytes out, holding back only the bytes that could still be the
+start of a secret. Masking a whole buffer and feeding it in any pieces give the same bytes.
+
+    masker = Masker.from_settings(settings.masking)
+    stdout = masker.stream()
+    client.write(stdout.feed(chunk))      # on every chunk
+    client.write(stdout.flush())          # when idle for `idle_release`, and at EOF
+
+See docs/design/0006-masking.md for the replacement format, the delays and what is caught.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pydantic import field_validator, model_validator
+
+from bastion.config_types import Duration, Section
+from bastion.masking_packs import BLOCK_STEP, PACKS, Detector, label
+from bastion.masking_regex import RegexShape, UnsupportedPattern, analyse
+from bastion.masking_scan import Prefilter, Scan, best_prefilter
+from bastion.masking_terminal import LONGEST_SEQUENCE, Replacement, TerminalView
+
+__all__ = ["PACKS", "MaskPattern", "Masker", "MaskingSettings", "MaskingStream"]
+
+PATTERN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+HELD_LIMIT = 32768  # held bytes past this are released at once (only escape sequences can pile up so)
+
+
+def compile_pattern(regex: str) -> RegexShape:
+    """An operator's regex, matched on the UTF-8 bytes of output, line by line (`^` and `$`)."""
+    try:
+        pattern = re.compile(regex.encode("utf-8"), re.MULTILINE)
+    except re.error as error:
+        raise ValueError(f"invalid regex: {error.msg} at position {error.pos}") from None
+    try:
+        shape = analyse(pattern, cap_repeats=True)
+    except UnsupportedPattern as error:
+        raise ValueError(f"regex cannot be used on a stream: {error}") from None
+    if shape.shortest == 0:
+        raise ValueError("regex matches an empty string; it must match at least one byte")
+    return shape
+
+
+class MaskPattern(Section):
+    """One `[[masking.patterns]]` entry: an operator's own kind of secret."""
+
+    name: str
+    regex: str
+    replacement: str | None = None  # default: [masked:NAME]; a named group `secret` limits what is replaced
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PATTERN_NAME.fullmatch(value):
+            raise ValueError(f"expected lowercase letters, digits, - and _ such as 'ticket-id', got {value!r}")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        compile_pattern(value)
+        return value
+
+    def detector(self) -> Detector:
+        shape = compile_pattern(self.regex)
+        replacement = self.replacement.encode("utf-8") if self.replacement is not None else label(self.name)
+        groups = ("secret",) if "secret" in shape.pattern.groupindex else ()
+        return Detector(name=self.name, shape=shape, replacement=replacement, secret_groups=groups)
+
+
+class MaskingSettings(Section):
+    """The `[masking]` table."""
+
+    packs: tuple[str, ...] = ("secrets", "pii")
+    patterns: tuple[MaskPattern, ...] = ()
+    transfers: bool = False  # mask sftp/scp file contents too (off: files are often binary)
+    idle_release: Duration = 0.02  # held bytes are released after output has been idle this long
+
+    @field_validator("packs")
+    @classmethod
+    def _known_packs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name not in PACKS:
+                raise ValueError(f"unknown pack {name!r}; valid packs: {', '.join(PACKS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> MaskingSettings:
+        names = [pattern.name for pattern in self.patterns]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two patterns are named {name!r}; give each pattern its own name")
+        return self
+
+
+class Masker:
+    """The compiled detectors; immutable, so one is shared by every session and thread."""
+
+    def __init__(self, detectors: Sequence[Detector], prefilter: Prefilter | None = None) -> None:
+        self.detectors = tuple(detectors)
+        self.families = tuple(sorted({detector.family for detector in self.detectors if detector.family is not None}))
+        self.prefilter = prefilter if prefilter is not None else best_prefilter(self.families)
+        self.context = max((detector.shape.lookbehind for detector in self.detectors), default=1) + 1
+        # the most text a stream holds back (an unfinished match, or a step of a private key block) and an
+        # unfinished escape sequence after it; escape sequences inside held text come on top, up to HELD_LIMIT
+        reaches = [detector.shape.reach for detector in self.detectors]
+        reaches += [BLOCK_STEP.reach for detector in self.detectors if detector.opens_block]
+        self.longest_hold = max(reaches, default=0) + LONGEST_SEQUENCE
+
+    @classmethod
+    def from_settings(cls, settings: MaskingSettings) -> Masker:
+        custom = [pattern.detector() for pattern in settings.patterns]
+        return cls(custom + [detector for pack in settings.packs for detector in PACKS[pack]])
+
+    def mask(self, data: bytes) -> tuple[bytes, dict[str, int]]:
+        """A whole buffer, masked, with the number of maskings of each kind."""
+        stream = self.stream()
+        masked = stream.feed(data) + stream.flush()
+        return masked, stream.counts
+
+    def mask_text(self, text: str) -> str:
+        """For text shown to approvers and strings inside JSON (MCP results)."""
+        masked, _ = self.mask(text.encode("utf-8", "surrogatepass"))  # JSON strings may hold lone surrogates
+        try:
+            return masked.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:  # a replacement cut a character that a bounded match ended inside
+            return masked.decode("utf-8", "replace")
+
+    def stream(self) -> MaskingStream:
+        return MaskingStream(self)
+
+
+class MaskingStream:
+    """One output stream (the stdout or the stderr of one channel): feed chunks, flush when idle."""
+
+    def __init__(self, masker: Masker) -> None:
+        self._masker = masker
+        self._held = b""  # raw bytes not released yet
+        self._context = b""  # visible text just before them, for lookbehinds
+        self._in_block = False  # inside a private key block
+        self.counts: dict[str, int] = {}  # maskings by detector name so far (never the secret itself)
+
+    @property
+    def held(self) -> int:
+        """Bytes currently held back."""
+        return len(self._held)
+
+    def feed(self, data: bytes) -> bytes:
+        """Masked bytes that are safe to release now (possibly b"")."""
+        if not data:
+            return b""
+        out = self._release(self._held + data, final=False)
+        if len(self._held) > HELD_LIMIT:  # a possible secret padded with escape sequences: give up holding
+            out += self.flush()
+        return out
+
+    def flush(self) -> bytes:
+        """Everything held, masked as if the output ended here (on idle and at EOF)."""
+        if not self._held:
+            return b""
+        return self._release(self._held, final=True)
+
+    def _release(self, raw: bytes, final: bool) -> bytes:
+        masker = self._masker
+        view = TerminalView(raw, final)
+        start = len(self._context)
+        text = self._context + view.text
+        scan = Scan(masker.detectors, masker.prefilter, text, start, final)
+        result = scan.run(self._in_block)
+        for name in result.masked:
+            self.counts[name] = self.counts.get(name, 0) + 1
+        release = result.release - start
+        replacements = [Replacement(r.start - start, r.end - start, r.text) for r in result.replacements]
+        out = view.render(replacements, release)
+        self._held = raw[view.release_offset(release) :]
+        self._context = text[max(0, result.release - masker.context) : result.release]
+        self._in_block = result.in_block
+        return out
