@@ -131,3 +131,70 @@ def test_env_allow_list(tmp_path: Path) -> None:
     settings = config.load(write(tmp_path, GOOD))
     assert settings.server.env_accepted("LANG") and settings.server.env_accepted("LC_ALL")
     assert not settings.server.env_accepted("LD_PRELOAD") and not settings.server.env_accepted("SECRET")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            '[[identity.issuers]]\nname = "corp"\nissuer = "https://idp.example"\n',
+            "identity.issuers[0].client_id: missing",
+        ),
+        (
+            '[[identity.issuers]]\nname = "corp"\nissuer = "https://idp.example"\nclient_id = "b"\n'
+            'algorithms = ["HS256"]\n',
+            "identity.issuers[0].algorithms: algorithm 'HS256' is not accepted",
+        ),
+        (
+            '[[identity.issuers]]\nname = "corp"\nissuer = "https://idp.example"\nclient_id = "b"\nclaim = "x"\n',
+            "identity.issuers[0].claim: unknown key; expected one of",
+        ),
+        ('[[rules]]\nname = "r"\neffect = "maybe"\n', "rules[0].effect:"),
+        (
+            '[[rules]]\nname = "r"\neffect = "approve"\nexec = ["sudo *"]\n',
+            "rules[0] (r): an approve rule needs approvers",
+        ),
+        ('[[rules]]\nname = "r"\neffect = "deny"\nexec = ["re:(unclosed"]\n', "rules[0].exec"),
+        ("[approvals]\ntimeout = 600\n", 'approvals.timeout: expected a duration as a string such as "600s"'),
+        ('[masking]\npacks = ["secrets", "passwords"]\n', "masking.packs"),
+        ('[masking]\npatterns = [{ name = "t", regex = "(" }]\n', "masking.patterns[0].regex"),
+    ],
+)
+def test_errors_in_identity_rules_approvals_and_masking(tmp_path: Path, extra: str, expected: str) -> None:
+    message = error_for(tmp_path, GOOD + "\n" + extra)
+    assert expected in message, message
+
+
+def test_rules_identity_and_masking_load(tmp_path: Path) -> None:
+    settings = config.load(
+        write(
+            tmp_path,
+            GOOD
+            + """
+[approvals]
+approver_groups = ["ops"]
+
+[[rules]]
+name = "dev"
+effect = "allow"
+groups = ["dev"]
+
+[[rules]]
+name = "sudo"
+effect = "approve"
+exec = ["sudo *"]
+grant = "15m"
+
+[masking]
+packs = ["secrets"]
+patterns = [{ name = "ticket", regex = "TCK-[0-9]{6}" }]
+
+[[identity.issuers]]
+name = "corp"
+issuer = "https://idp.example"
+client_id = "bastion"
+""",
+        )
+    )
+    assert [r.name for r in settings.rules] == ["dev", "sudo"] and settings.rules[1].grant == 900.0
+    assert settings.masking.packs == ("secrets",) and settings.identity.issuers[0].expected_audience == "bastion"
