@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import contextlib
 import fnmatch
+import hashlib
 import sqlite3
 import threading
 import time
@@ -166,15 +167,33 @@ class Approvals:
 
     # Writes.
     def create(
-        self, subject: Subject, action: Action, decision: Decision, *, source: str = "", reason: str = ""
+        self,
+        subject: Subject,
+        action: Action,
+        decision: Decision,
+        *,
+        source: str = "",
+        reason: str = "",
+        key_action: Action | None = None,
     ) -> ApprovalRequest:
-        """Hold an action that policy sent for approval; the request's id is what people approve."""
-        return self._finish(self._create(subject, action, decision, source, reason).result())
+        """Hold an action that policy sent for approval; the request's id is what people approve.
+
+        `action` is what approvers see (masked); `key_action`, if given, is the action as typed, whose
+        hash keys a grant window, so two commands that mask alike are still different actions.
+        """
+        return self._finish(self._create(subject, action, decision, source, reason, key_action).result())
 
     async def create_async(
-        self, subject: Subject, action: Action, decision: Decision, *, source: str = "", reason: str = ""
+        self,
+        subject: Subject,
+        action: Action,
+        decision: Decision,
+        *,
+        source: str = "",
+        reason: str = "",
+        key_action: Action | None = None,
     ) -> ApprovalRequest:
-        future = self._create(subject, action, decision, source, reason)
+        future = self._create(subject, action, decision, source, reason, key_action)
         return self._finish(await asyncio.wrap_future(future))
 
     def decide(
@@ -227,7 +246,7 @@ class Approvals:
             "SELECT 1 FROM approval_grants WHERE user = ? AND host = ? AND login = ? AND action_key = ? "
             "AND until > ? LIMIT 1"
         )
-        args = (subject.user, subject.host, subject.login or "", action_key(action), self._clock())
+        args = (subject.user, subject.host, subject.login or "", _grant_key(action), self._clock())
         with self._reader_lock:
             return self._reader.execute(query, args).fetchone() is not None
 
@@ -290,7 +309,13 @@ class Approvals:
         return change.request
 
     def _create(
-        self, subject: Subject, action: Action, decision: Decision, source: str, reason: str
+        self,
+        subject: Subject,
+        action: Action,
+        decision: Decision,
+        source: str,
+        reason: str,
+        key_action: Action | None = None,
     ) -> Future[_Change]:
         if decision.effect != "approve" or decision.rule is None:
             raise ValueError(f"only an approve decision is held for approval, got {decision.effect}")
@@ -306,7 +331,7 @@ class Approvals:
             "login": subject.login,
             "kind": action_kind(action),
             "action": action_text(action),
-            "action_key": action_key(action),
+            "action_key": _grant_key(key_action or action),
             "rule": decision.rule,
             "required": decision.approvals,
             "approvers": _SEP.join(approvers),
@@ -388,6 +413,11 @@ def _insert_request(c: sqlite3.Connection, row: dict[str, Any]) -> _Change:
     return _Change(_load(c, request_id), [("approval.create", {"id": request_id, **fields})])
 
 
+def _grant_key(action: Action) -> str:
+    """A grant's key: a hash of the action as typed (the typed text may hold secrets; it is not stored)."""
+    return "sha256:" + hashlib.sha256(action_key(action).encode()).hexdigest()
+
+
 def _refusal(request: ApprovalRequest, vote: Vote, groups: tuple[str, ...], operator: bool) -> str | None:
     """Why this vote may not count, or None."""
     rid = request.id
@@ -399,7 +429,8 @@ def _refusal(request: ApprovalRequest, vote: Vote, groups: tuple[str, ...], oper
         return f"{vote.approver} may not decide request {rid}: approvers are members of {', '.join(request.approvers)}"
     if not vote.approve and not vote.reason:
         return f"a denial needs a reason: deny {rid} --reason '...'"
-    if any(v.approver == vote.approver for v in request.votes):
+    person = vote.approver.removeprefix(OPERATOR_PREFIX)
+    if any(v.approver.removeprefix(OPERATOR_PREFIX) == person for v in request.votes):
         missing = request.required - len(request.approved_by)
         return f"{vote.approver} has already approved request {rid}; it needs {missing} more from other people"
     return None

@@ -162,13 +162,15 @@ def login(
             issuer, id_token_file, client_credentials, client_id, client_secret_file, resource, browser, no_open
         )
         target.issuer = issuer
-        key = client.new_key(home_dir)
+        key = client.new_key()
         public_key = key.export_public_key().decode().strip()
         answer = client.run_exchange(target.bastion, target.host_ca, token, public_key)
-        client.save_login(home_dir, target, answer)
+        client.save_login(home_dir, target, key, answer)
         include = client.install_include(home_dir) if home_dir == client.DEFAULT_HOME.expanduser() else None
     except (client.LoginError, LoginFailed, TokenRejected, OSError) as exc:
         fail(str(exc))
+    except ValueError as exc:  # an issuer URL or client id that does not validate
+        fail(str(exc).splitlines()[-1].strip())
     until = time.strftime("%H:%M", time.localtime(target.valid_before))
     if as_json:
         click.echo(

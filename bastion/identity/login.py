@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncssh
 
+from bastion.config_types import HOST_NAME, LOGIN_NAME
 from bastion.identity.certinfo import CertificateFormatError, parse_certificate
 
 DEFAULT_HOME = Path("~/.bastion")
@@ -139,14 +140,32 @@ async def exchange(bastion: str, host_ca: str, token: str, public_key: str) -> d
     return dict(answer)
 
 
-def new_key(home: Path) -> asyncssh.SSHKey:
-    key = asyncssh.generate_private_key("ssh-ed25519", comment="bastion login")
+def new_key() -> asyncssh.SSHKey:
+    """A fresh key for this login; written only with its certificate, so a failed login keeps the last one."""
+    return asyncssh.generate_private_key("ssh-ed25519", comment="bastion login")
+
+
+def check_answer(answer: dict[str, Any]) -> None:
+    """The bastion's answer goes into ssh_config and known_hosts: only names, one trust line, one certificate."""
+    try:
+        names_ok = all(
+            HOST_NAME.match(h["name"]) and all(LOGIN_NAME.match(x) for x in h["logins"]) for h in answer["hosts"]
+        )
+        user_ok = bool(LOGIN_NAME.match(answer["user"]))
+        known = str(answer["known_hosts"])
+        trust_ok = known.startswith("@cert-authority ") and "\n" not in known and "\r" not in known
+        cert_ok = str(answer["certificate"]).startswith("ssh-") and "\n" not in str(answer["certificate"]).strip()
+        int(answer["serial"]), float(answer["valid_before"]), [str(g) for g in answer["groups"]]
+    except (KeyError, TypeError, ValueError):
+        raise LoginError("the bastion's answer is incomplete; is this an mcp-bastion?") from None
+    if not (names_ok and user_ok and trust_ok and cert_ok):
+        raise LoginError("the bastion's answer holds names or lines that do not belong in an ssh config; refused")
+
+
+def save_login(home: Path, state: LoginState, key: asyncssh.SSHKey, answer: dict[str, Any]) -> None:
+    check_answer(answer)
     _write_private(home / KEY_NAME, key.export_private_key())
     _write_private(home / f"{KEY_NAME}.pub", key.export_public_key())
-    return key
-
-
-def save_login(home: Path, state: LoginState, answer: dict[str, Any]) -> None:
     _write_private(home / f"{KEY_NAME}-cert.pub", answer["certificate"].encode() + b"\n")
     state.user, state.groups = answer["user"], list(answer["groups"])
     state.serial, state.valid_before = int(answer["serial"]), float(answer["valid_before"])

@@ -18,6 +18,7 @@ import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,8 +87,9 @@ class IssuerKeys:
                         f"issuer {self.issuer.name}: discovery names issuer {document.get('issuer')!r}, "
                         f"expected {self.issuer.issuer!r}"
                     )
-                if not isinstance(document.get("jwks_uri"), str):
-                    raise TokenRejected(f"issuer {self.issuer.name}: discovery has no jwks_uri")
+                jwks_uri = document.get("jwks_uri")
+                if not isinstance(jwks_uri, str) or not _safe_url(jwks_uri):
+                    raise TokenRejected(f"issuer {self.issuer.name}: discovery has no https jwks_uri")
                 self._discovery = document
             return self._discovery
 
@@ -96,6 +98,10 @@ class IssuerKeys:
         with self._lock:
             keys = self._keys
         if keys is None:
+            if self._clock() - self._fetched_at < self._refetch_interval:
+                raise TokenRejected(
+                    f"issuer {self.issuer.name}: its signing keys could not be fetched; try again shortly"
+                )
             keys = self._refresh(force=True)
         key = _find_key(keys, kid)
         if key is None and self._clock() - self._fetched_at >= self._refetch_interval:
@@ -106,6 +112,8 @@ class IssuerKeys:
 
     def _refresh(self, force: bool) -> KeySet:
         jwks_uri = self.discovery()["jwks_uri"]
+        with self._lock:
+            self._fetched_at = self._clock()  # failures count too: an unreachable JWKS is not hammered
         document = self._fetch(jwks_uri)
         try:
             keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
@@ -115,6 +123,11 @@ class IssuerKeys:
             self._keys = keys
             self._fetched_at = self._clock()
         return keys
+
+
+def _safe_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
 
 
 def _find_key(keys: KeySet, kid: str | None) -> Any:

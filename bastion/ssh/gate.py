@@ -8,6 +8,7 @@ in the session's recording (event `decision`) and, for anything but a plain allo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from bastion.approvals import ApprovalError
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
+from bastion.command_line import parse
 from bastion.display import sanitize_for_display
 from bastion.policy import Action, Decision, Exec, McpTool, ShellLine, Subject, action_kind, action_text
 from bastion.ssh.context import BastionContext
@@ -60,9 +62,15 @@ class Gate:
         self.source = source
         self.recording = recording
 
+    def _masked(self, decision: Decision) -> Decision:
+        """A decision's message may quote what was typed (the uncovered program): masked before it is shown."""
+        if self.ctx.masker is None or not decision.message:
+            return decision
+        return dataclasses.replace(decision, message=self.ctx.masker.mask_text(decision.message))
+
     def decide(self, action: Action) -> Decision:
         """Policy alone (no waiting): for the places that cannot hold, such as routing."""
-        decision = self.ctx.policy.decide(self.subject, action)
+        decision = self._masked(self.ctx.policy.decide(self.subject, action))
         self.record(self.shown(action), decision, decision.effect)
         return decision
 
@@ -72,30 +80,39 @@ class Gate:
         if masker is None:
             return action
         if isinstance(action, Exec | ShellLine):
-            return type(action)(masker.mask_text(action.command))
+            shown = masker.mask_text(action.command)
+            if shown != action.command:  # a masked span may hide $(...): name what the line runs
+                programs = sorted({c.program for c in parse(action.command).all_commands if c.program})
+                shown += f"  [contains masked text; runs: {masker.mask_text(', '.join(programs)) or 'nothing'}]"
+            return type(action)(shown)
         if isinstance(action, McpTool):
             return McpTool(action.tool, _masked_json(masker, dict(action.arguments)))
         return action
 
     async def check(self, action: Action, waiting: Callable[[str], None], reason: str = "") -> Verdict:
         """Policy, then a grant window or an approval request (announced through `waiting`)."""
-        decision = self.ctx.policy.decide(self.subject, action)
-        action = self.shown(action)  # decided on what was typed; stored and shown masked
+        typed = action
+        decision = self._masked(self.ctx.policy.decide(self.subject, typed))
+        action = self.shown(typed)  # decided on what was typed; stored and shown masked
         if decision.effect == "allow":
             self.record(action, decision, "allow")
             return Verdict(True, "", decision.rule)
         if decision.effect == "deny":
             self.record(action, decision, "deny")
             return Verdict(False, denial(decision, action), decision.rule)
-        if await asyncio.to_thread(self.ctx.approvals.granted, self.subject, action):
+        if await asyncio.to_thread(self.ctx.approvals.granted, self.subject, typed):
             self.record(action, decision, "allow", granted=True)
             return Verdict(True, "", decision.rule)
-        return await self._hold(action, decision, waiting, reason)
+        return await self._hold(action, decision, waiting, reason, typed)
 
-    async def _hold(self, action: Action, decision: Decision, waiting: Callable[[str], None], reason: str) -> Verdict:
+    async def _hold(
+        self, action: Action, decision: Decision, waiting: Callable[[str], None], reason: str, typed: Action
+    ) -> Verdict:
+        if self.ctx.masker is not None:
+            reason = self.ctx.masker.mask_text(reason)
         try:
             request = await self.ctx.approvals.create_async(
-                self.subject, action, decision, source=self.source, reason=reason
+                self.subject, action, decision, source=self.source, reason=reason, key_action=typed
             )
         except ApprovalError as exc:
             self.record(action, decision, "deny", reason=str(exc))

@@ -148,7 +148,7 @@ class InnerServer(asyncssh.SSHServer):
         destination = f"{dest_host}:{dest_port}"
         if self.upstream is None:
             return False
-        if dest_host.lower() not in (*TARGET_SELF, self.host.name.lower()):
+        if dest_host.lower() not in TARGET_SELF:
             return self._refuse_forward(
                 destination, f"forwards through {self.host.name} reach only its own ports (localhost:PORT)"
             )
@@ -166,12 +166,16 @@ class InnerServer(asyncssh.SSHServer):
             return upstream  # asyncssh opens the same destination through the upstream connection
 
         async def held(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
-            verdict = await gate.check(action, lambda line: None)
-            if not verdict.allowed:
+            try:
+                verdict = await gate.check(action, lambda line: None)
+                if not verdict.allowed:
+                    return
+                target_reader, target_writer = await upstream.open_connection(dest_host, dest_port, encoding=None)
+                await asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
+            except (asyncssh.Error, OSError) as exc:
+                log("forward.failed", connection=self.connection_id, destination=destination, error=str(exc))
+            finally:
                 writer.close()
-                return
-            target_reader, target_writer = await upstream.open_connection(dest_host, dest_port, encoding=None)
-            await asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
 
         return held
 

@@ -13,10 +13,13 @@ Neither user can open channels to hosts: these connections only issue certificat
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import json
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import asyncssh
 from asyncssh.public_key import decode_ssh_certificate, decode_ssh_public_key
@@ -36,6 +39,17 @@ TOKEN_USER = "token"
 LOGIN_USER = "login"
 ISSUE_COMMAND = "certificate"
 MAX_KEY_BYTES = 16 * 1024
+# Logins run HTTP calls to the identity provider in a pool of their own, so that unauthenticated
+# connections can never occupy the threads revocation, approvals and issuance use; and at most
+# MAX_DEVICE_LOGINS device flows wait for people at once.
+MAX_DEVICE_LOGINS = 16
+DEVICE_LOGINS = threading.BoundedSemaphore(MAX_DEVICE_LOGINS)
+LOGIN_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_DEVICE_LOGINS + 4, thread_name_prefix="login")
+T = TypeVar("T")
+
+
+async def _in_login_pool(func: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(LOGIN_POOL, func, *args)
 
 
 def is_issuance_user(username: str) -> bool:
@@ -56,6 +70,8 @@ class LoginFlow:
         self.cancelled = threading.Event()
         self.failed = False
         self._device: DeviceAuthorization | None = None
+        self._started = False
+        self._holds_slot = False  # a DEVICE_LOGINS slot, released when the connection ends
         self._issuer: IssuerSettings | None = None
 
     def offer(self, key_data: bytes) -> None:
@@ -72,12 +88,18 @@ class LoginFlow:
     async def challenge(self, conn: Any) -> tuple[str, str, str, tuple[tuple[str, bool], ...]] | bool:
         if self.failed or self.verified is not None:
             return False
+        if self._device is not None or self._started:
+            return self._fail(conn, "one login per connection; connect again")
+        self._started = True
+        if self.device_flow and not DEVICE_LOGINS.acquire(blocking=False):
+            return self._fail(conn, "too many logins in progress; try again in a minute")
+        self._holds_slot = self.device_flow
         if not self.device_flow:
             return ("bastion", "Send an OIDC ID token or JWT access token.", "", (("token: ", False),))
         try:
             self._issuer = self._device_issuer()
-            discovery = await asyncio.to_thread(self.ctx.verifier.keys(self._issuer).discovery)
-            self._device = await asyncio.to_thread(
+            discovery = await _in_login_pool(self.ctx.verifier.keys(self._issuer).discovery)
+            self._device = await _in_login_pool(
                 start_device_authorization, discovery, self._issuer.client_id, self._issuer.scopes
             )
         except (LoginFailed, TokenRejected) as exc:
@@ -96,7 +118,7 @@ class LoginFlow:
                 token = await self._wait_for_device_login()
             else:
                 token = responses[0] if responses else ""
-            self.verified = await asyncio.to_thread(self.ctx.verifier.verify, token)
+            self.verified = await _in_login_pool(self.ctx.verifier.verify, token)
         except (LoginFailed, TokenRejected) as exc:
             return self._fail(conn, str(exc))
         return True
@@ -104,14 +126,21 @@ class LoginFlow:
     async def _wait_for_device_login(self) -> str:
         assert self._issuer is not None and self._device is not None
         issuer, device = self._issuer, self._device
-        discovery = await asyncio.to_thread(self.ctx.verifier.keys(issuer).discovery)
-        tokens = await asyncio.to_thread(
-            poll_device_token, discovery, issuer.client_id, device, cancelled=self.cancelled
+        discovery = await _in_login_pool(self.ctx.verifier.keys(issuer).discovery)
+        tokens = await _in_login_pool(
+            functools.partial(poll_device_token, cancelled=self.cancelled), discovery, issuer.client_id, device
         )
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
             raise LoginFailed("the identity provider returned no ID token; is 'openid' among the issuer's scopes?")
         return id_token
+
+    def end(self) -> None:
+        """The connection ended: stop polling, free the device-login slot."""
+        self.cancelled.set()
+        if self._holds_slot:
+            self._holds_slot = False
+            DEVICE_LOGINS.release()
 
     def _device_issuer(self) -> IssuerSettings:
         identity = self.ctx.settings.identity

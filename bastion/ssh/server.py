@@ -87,7 +87,7 @@ class OuterServer(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.live.discard(self)
         if self.login_flow is not None:
-            self.login_flow.cancelled.set()
+            self.login_flow.end()
         if self.refusals and (self.conn is None or self.conn.identity is None):
             self.ctx.audit(
                 "auth.failed",

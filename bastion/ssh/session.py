@@ -17,22 +17,32 @@ from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
 from bastion.logs import log
 from bastion.masking import Masker, MaskingSettings
-from bastion.policy import Action, Exec, Shell, ShellLine
-from bastion.shell import CLEAR_LINE, ShellLineTracker
+from bastion.policy import Action, Exec, Shell
+from bastion.shell import ShellLineTracker
 from bastion.ssh.gate import DENIED_STATUS, REASON_ENV, Gate
 from bastion.ssh.masked_output import MaskedOutput
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
+from bastion.ssh.shell_lines import PipedLines, ShellLines, runs_a_shell
 
 SUBSYSTEMS = ("sftp",)
+SHELL_SYNTAX = ";&|$`<>()\n\r"
 SFTP_MAX_PACKET = 16 * 1024 * 1024
 # Target data arrives in chunks of at most this size, so that one chunk plus the inner SSH
 # packet's framing fits in one packet of the outer channel (OpenSSH's 32 KiB): halves the
 # packets the bastion sends for bulk output (measured: 49k -> 25k sends per 200 MB).
 UPSTREAM_MAX_PACKET = 31 * 1024
-# Shell lines: before deciding, wait for the echo of what was typed (output quiet for ECHO_QUIET,
-# ECHO_WAIT at most); afterwards hold keys typed ahead until the shell reads its next line.
-ECHO_QUIET, ECHO_WAIT = 0.04, 1.0
-RELEASE_QUIET, RELEASE_WAIT = 0.1, 2.0
+
+
+def is_transfer(command: str | None, subsystem: str | None) -> bool:
+    """sftp, or scp's remote end (`scp -t`/`scp -f` and nothing else): file contents, counted, not recorded,
+    and not masked unless [masking] transfers = true."""
+    if subsystem is not None:
+        return True
+    command = command or ""
+    if any(char in command for char in SHELL_SYNTAX):
+        return False  # `scp -h; cat .env` is a shell command line, not a transfer
+    words = command.split()
+    return words[:1] == ["scp"] and bool({"-t", "-f"} & set(words))
 
 
 class TargetSide(asyncssh.SSHClientSession[bytes]):
@@ -94,11 +104,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self.pending_input: list[bytes] = []  # what arrived before the target side opened
         self.client_gone = False
         self._start: asyncio.Task[None] | None = None
-        self.lines: ShellLineTracker | None = None  # interactive shells: the command line on screen
-        self.holding = False  # an Enter is held while its line is decided
-        self.held: list[bytes] = []  # client input that arrived meanwhile
-        self._last_output = 0.0
-        self._line_task: asyncio.Future[None] | None = None
+        self.lines: ShellLines | None = None  # interactive shells: each line decided at Enter
+        self.piped: PipedLines | None = None  # shells without a pty: each input line decided
 
     # Requests from the client, before the session starts.
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
@@ -114,9 +121,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         return True
 
     def shell_requested(self) -> bool:
-        if self.pty is not None and self.gate is not None:
-            cols, rows = self.pty[1][0] or 80, self.pty[1][1] or 24
-            self.lines = ShellLineTracker(cols, rows)
+        self._gate_lines()
         self.recording.describe(kind="shell")
         self.recording.note(ev.SHELL)
         return True
@@ -145,11 +150,23 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self.client.pause_reading()  # until the target side exists
         self._start = asyncio.ensure_future(self._open_target())
 
-    def _is_transfer(self) -> bool:
-        """sftp, or scp's remote end: binary file contents, not masked unless [masking] transfers = true."""
-        return self.subsystem is not None or (self.command or "").lstrip().startswith("scp ")
+    @property
+    def transfer(self) -> bool:
+        return is_transfer(self.command, self.subsystem)
+
+    def _gate_lines(self) -> None:
+        """A shell's input is decided line by line: at Enter on a pty, per input line without one."""
+        if self.gate is None:
+            return
+        if self.pty is not None:
+            cols, rows = self.pty[1][0] or 80, self.pty[1][1] or 24
+            self.lines = ShellLines(ShellLineTracker(cols, rows), self.gate, self._say)
+        else:
+            self.piped = PipedLines(self.gate, self.tell)
 
     def _action(self) -> Action:
+        if self.command is not None and runs_a_shell(self.command):
+            return Shell()  # `ssh -t host bash` is a shell: decided as one, and its lines too
         if self.command is not None:
             return Exec(self.command)
         if self.subsystem is not None:
@@ -178,9 +195,11 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         assert self.client is not None
         if not await self._allowed(self._action()):
             return
+        if self.command is not None and runs_a_shell(self.command):
+            self._gate_lines()
         if self.masking is not None:
             masker, settings = self.masking
-            if settings.transfers or not self._is_transfer():
+            if settings.transfers or not self.transfer:
                 self.masked = MaskedOutput(masker, settings.idle_release, self._emit, self.recording.maskings)
         env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
         for name, value in sorted(env.items()):
@@ -214,11 +233,27 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self.target.close()
             return
         for data in self.pending_input:
-            self.target.write(data)
+            self._forward(data)
         self.pending_input.clear()
         if self.pending_eof:
-            self.target.write_eof()
+            self._forward_eof()
         self.client.resume_reading()
+
+    def _forward(self, data: bytes) -> None:
+        assert self.target is not None
+        if self.lines is not None:
+            self.lines.typed(data, self.target)
+        elif self.piped is not None:
+            self.piped.typed(data, self.target)
+        else:
+            self.target.write(data)
+
+    def _forward_eof(self) -> None:
+        assert self.target is not None
+        if self.piped is not None:
+            self.piped.eof(self.target)  # after the lines still being decided
+        else:
+            self.target.write_eof()
 
     # Client -> target.
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -229,65 +264,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             return  # clients do not send stderr; OpenSSH drops it too
         if self.target is None:  # delivered before pause_reading took effect; bounded by the window
             self.pending_input.append(data)
-        elif self.lines is not None:
-            self._typed(data)
         else:
-            self.target.write(data)
-
-    # Shell lines: hold each Enter, decide the line the screen shows, then send the Enter or clear it.
-    def _typed(self, data: bytes) -> None:
-        assert self.lines is not None and self.target is not None
-        if self.holding:
-            self.held.append(data)
-            return
-        while data:
-            before, enter, data = self.lines.split_at_enter(data)
-            if before:
-                self.target.write(before)
-            if enter is None:
-                return
-            if not self.lines.gating:
-                self.target.write(enter)
-                self.lines.submitted()
-                continue
-            self.holding = True
-            self.held.insert(0, data)
-            self._line_task = asyncio.ensure_future(self._decide_line(enter))
-            return
-
-    async def _decide_line(self, enter: bytes) -> None:
-        assert self.lines is not None and self.target is not None and self.gate is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ECHO_WAIT
-        while loop.time() < deadline and (self.lines.awaiting_echo or loop.time() - self._last_output < ECHO_QUIET):
-            await asyncio.sleep(0.01)  # the echo of what was typed must be on the screen first
-        text = self.lines.line()
-        allowed = True
-        if text.strip():
-            verdict = await self.gate.check(ShellLine(text), self._say)
-            allowed = verdict.allowed
-            if not allowed:
-                self._say(verdict.message)
-        if self.client_gone or self.target is None:
-            return
-        if allowed:
-            self.target.write(enter)
-            self.lines.submitted()
-        else:
-            self.target.write(CLEAR_LINE)
-            self.lines.cleared()
-        # Keys typed ahead wait until the shell reads its next line, a full-screen program starts, or the
-        # output is quiet (a program reading input): not longer, or they would reach a program late.
-        reads, sent = self.lines.line_reads, loop.time()
-        deadline = sent + RELEASE_WAIT
-        while loop.time() < deadline and self.lines.line_reads == reads and not self.lines.full_screen:
-            if loop.time() - max(self._last_output, sent) > RELEASE_QUIET:
-                break
-            await asyncio.sleep(0.01)
-        self.holding = False
-        held, self.held = self.held, []
-        for data in held:
-            self._typed(data)
+            self._forward(data)
 
     def _say(self, line: str) -> None:
         """A line from the bastion in a shell: on the user's screen, in the tracker and in the recording."""
@@ -295,7 +273,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             return
         message = f"\r\nbastion: {line}\r\n".encode()
         if self.lines is not None:
-            self.lines.output(message)
+            self.lines.tracker.output(message)
         self.recording.output(message)
         self.client.write(message)
 
@@ -304,13 +282,13 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         if self.target is None:
             self.pending_eof = True
         else:
-            self.target.write_eof()
+            self._forward_eof()
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self.recording.note(ev.RESIZE, cols=width, rows=height)
         if self.lines is not None:
-            self.lines.resize(width, height)
+            self.lines.tracker.resize(width, height)
         if self.target is not None:
             self.target.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -347,8 +325,10 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client_gone = True
-        if self._line_task is not None and not self._line_task.done():
-            self._line_task.cancel()  # a line waiting for approval: the request is withdrawn
+        if self.lines is not None:
+            self.lines.close()  # a line waiting for approval: the request is withdrawn
+        if self.piped is not None:
+            self.piped.close()
         if self.target is not None:
             self.target.close()
         elif self._start is not None and not self._start.done():
@@ -362,7 +342,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             return
         if self.sftp is not None:
             self._transfers(self.sftp.server_data(data))
-            self.recording.bytes_out += len(data)  # file contents are counted, not recorded
+        if self.lines is not None:
+            self.lines.output(data)  # shell lines are decided on what the shell has, not on the masked view
         if self.masked is not None:
             self.masked.feed(data, stderr)  # -> _emit, now or when the masker releases what it holds
         else:
@@ -372,11 +353,10 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         """Output as the user may see it (masked): to the recording, the shell-line screen and the client."""
         if self.client_gone or self.client is None:
             return
-        if self.sftp is None:
+        if self.transfer:
+            self.recording.bytes_out += len(data)  # file contents are counted, not recorded
+        else:
             self.recording.output(data, stderr)
-        if self.lines is not None:
-            self.lines.output(data)
-            self._last_output = asyncio.get_running_loop().time()
         if stderr:
             self.client.write_stderr(data)
         else:

