@@ -87,3 +87,39 @@ def test_a_zero_or_garbage_poll_interval_from_the_provider_is_bounded() -> None:
     poll_device_token({"token_endpoint": "t"}, "c", device, sleep=slept.append, clock=lambda: 0.0,
                       post=lambda url, form: next(answers))  # fmt: skip
     assert slept == [1, 6]
+
+
+def test_masked_output_in_order_with_bulk_in_a_worker_and_eof_last() -> None:
+    import asyncio
+    import os
+
+    from bastion.masking import Masker, MaskingSettings
+    from bastion.ssh.masked_output import MaskedOutput
+
+    masker = Masker.from_settings(MaskingSettings())
+    secret_lines = b"".join(b"line %d key AKIAIOSFODNN7EXAMPLE mail jane@example.org\n" % i for i in range(3000))
+    pieces = [
+        b"echo ",
+        b"AKIA",
+        b"IOSFODNN7EXAMPLE\n",
+        secret_lines,
+        bytes(32 + b % 95 for b in os.urandom(50_000)),  # printable noise
+        b"tail\n",
+    ]
+    events: list[object] = []
+    holds: list[bool] = []
+
+    async def run() -> None:
+        out = MaskedOutput(masker, 0.02, lambda data, stderr: events.append(data), {}, holds.append)
+        for piece in pieces:
+            out.feed(piece, False)
+            await asyncio.sleep(0)
+        out.after(lambda: events.append("EOF"))
+        for _ in range(200):
+            if events and events[-1] == "EOF":
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert events[-1] == "EOF"
+    assert b"".join(e for e in events if isinstance(e, bytes)) == masker.mask(b"".join(pieces))[0]
