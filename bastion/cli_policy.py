@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from bastion import config as config_mod
-from bastion.approvals import OPERATOR_PREFIX, ApprovalError, ApprovalRequest, Approvals, ApprovalSettings
+from bastion.approvals import OPERATOR_PREFIX, ApprovalError, ApprovalRequest, Approvals
 from bastion.cli_support import config_option, fail, open_store
 from bastion.display import sanitize_for_display
 from bastion.policy import (
@@ -28,7 +28,6 @@ from bastion.policy import (
     Forward,
     McpTool,
     Policy,
-    Rule,
     Shell,
     ShellLine,
     Subject,
@@ -41,15 +40,6 @@ USAGE = (
     "  e.g. ssh bastion approvals list; ssh bastion approve 3; ssh bastion deny 3 --reason 'not during the freeze'"
 )
 _LIST_LIMIT = 50
-
-
-def rules_of(settings: Any) -> tuple[Rule, ...]:
-    """The `[[rules]]` of the configuration (none before the settings carry them)."""
-    return tuple(getattr(settings, "rules", ()))
-
-
-def approval_settings_of(settings: Any) -> ApprovalSettings:
-    return getattr(settings, "approvals", None) or ApprovalSettings()
 
 
 # bastion policy test
@@ -131,7 +121,7 @@ def policy_test(
         known = ", ".join(h.name for h in settings.hosts) or "none"
         fail(f"--host: {host!r} is not in [[hosts]] (known: {known}); the bastion refuses other hosts")
     try:
-        rules = Policy(rules_of(settings))
+        rules = Policy(settings.rules)
     except ValueError as exc:
         fail(f"{settings.path}: rules: {exc}")
     report = policy_test_report(rules, Subject(user, groups, host, dict(target.labels), login), action)
@@ -310,7 +300,7 @@ def approvals() -> None:
 def _run(settings: config_mod.Settings, argv: list[str]) -> None:
     store = open_store(settings)
     try:
-        queue = Approvals(store, approval_settings_of(settings))
+        queue = Approvals(store, settings.approvals)
         try:
             status, text = approvals_command(argv, operator_identity(), (), queue, operator=True)
         finally:

@@ -15,7 +15,6 @@ from typing import Any
 import asyncssh
 import pytest
 from click.testing import CliRunner
-from pydantic import Field
 
 from bastion import config as config_mod
 from bastion.approvals import ApprovalError, ApprovalRequest, Approvals, ApprovalSettings
@@ -397,17 +396,8 @@ def test_approvals_command_usage_errors(queue: Approvals, argv: list[str], messa
 
 
 # `bastion approvals` on the bastion host.
-class SettingsWithApprovals(config_mod.Settings):
-    """What the integrator adds to Settings: [[rules]] and [approvals]."""
-
-    rules: tuple[Rule, ...] = ()
-    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
-
-
 @pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    if "approvals" not in config_mod.Settings.model_fields:
-        monkeypatch.setattr(config_mod, "Settings", SettingsWithApprovals)
+def config(tmp_path: Path) -> Path:
     key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     path = tmp_path / "bastion.toml"
     path.write_text(

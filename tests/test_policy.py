@@ -13,10 +13,8 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from bastion import config as config_mod
-from bastion.approvals import ApprovalSettings
 from bastion.cli_policy import policy, policy_test_report
 from bastion.command_line import parse
 from bastion.display import sanitize_for_display
@@ -521,17 +519,8 @@ def test_sanitized_text_has_no_control_characters(text: str) -> None:
 
 
 # `bastion policy test`.
-class SettingsWithRules(config_mod.Settings):
-    """What the integrator adds to Settings: [[rules]] and [approvals]."""
-
-    rules: tuple[Rule, ...] = ()
-    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
-
-
 @pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    if "rules" not in config_mod.Settings.model_fields:
-        monkeypatch.setattr(config_mod, "Settings", SettingsWithRules)
+def config(tmp_path: Path) -> Path:
     key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     path = tmp_path / "bastion.toml"
     path.write_text(

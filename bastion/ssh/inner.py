@@ -120,7 +120,8 @@ class InnerServer(asyncssh.SSHServer):
                 asyncssh.OPEN_CONNECT_FAILED, "bastion: internal error; see its log"
             ) from None
         gate = Gate(self.ctx, self.subject(), self.source, recording)
-        masking = (self.ctx.masker, self.ctx.settings.masking) if self.ctx.masker is not None else None
+        masker = self.ctx.masker
+        masking = (masker, self.ctx.settings.masking) if masker is not None and masker.detectors else None
         bridge = SessionBridge(self.upstream, recording, self.ctx.settings.server.env_accepted, gate, masking)
         self.ctx.bridges.add(bridge)
         return bridge
