@@ -126,16 +126,16 @@ ANCHORS: tuple[tuple[str, bytes, int], ...] = (  # (family, regex, where the anc
     ("google_token", rb"ya29\.", 0),
     ("google_secret", rb"GOCSPX-", 0),
     ("jwt", rb"eyJ", 0),
-    ("email", rb"[A-Za-z0-9._%+-]@[A-Za-z0-9]", 1),
+    ("email", rb"[A-Za-z0-9._%+-]@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.[A-Za-z0-9]", 1),  # a label and a dot
     ("url", rb"://", 0),
     ("password", rb"(?i:pass(?:w|phrase)|pwd)", 0),
     ("aws_secret", rb"(?i:aws_?secret|secret_?access)", 0),  # before "secret", which starts the same way
     ("secret", rb"(?i:secret|token|api[_-]?key)", 0),
     ("auth", rb"(?i:bearer|authorization)", 0),
-    ("card", rb"[2-6]\d{3}(?:[ -]\d{4}|\d{9})", 0),
-    ("phone", rb"\d{3}[-.]\d{3}[-.]\d{4}|\(\d{3}\)", 0),
-    ("ssn", rb"\d{3}-\d\d-\d{4}", 0),
-    ("plus", rb"\+\d", 0),
+    ("card", rb"\b[2-6]\d{3}(?:[ -]\d{4}|\d{9})", 0),  # \b: the exact regexes refuse a word byte before
+    ("phone", rb"\b\d{3}[-.]\d{3}[-.]\d{4}|\(\d{3}\)", 0),
+    ("ssn", rb"\b\d{3}-\d\d-\d{4}", 0),
+    ("plus", rb"\+[1-9][ .-]?\(?\d", 0),
     ("iban", rb"[A-Z]{2}\d\d", 0),
 )
 

@@ -9,6 +9,7 @@ cursor modes) ends up as the program meant while none of the secret's visible ch
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from typing import NamedTuple
 
@@ -46,19 +47,26 @@ class TerminalView:
         self._sequences: list[tuple[int, int]] = []  # raw (start, end) of each sequence
         self._text_at: list[int] = []  # text position of each sequence
         self._hidden_before: list[int] = [0]  # raw bytes of the sequences before each one
-        if raw.find(b"\x1b") < 0:
+        first = raw.find(b"\x1b")
+        if first < 0:
             self.text = raw
             return
-        self._split(final)
-        pieces, last = [], 0
-        for start, end in self._sequences:
-            pieces.append(raw[last:start])
-            last = end
-        pieces.append(raw[last : self.cut])
-        self.text = b"".join(pieces)
+        self._split(first, final)
+        ends = [0, *(end for _, end in self._sequences)]  # text runs between the sequences, and after the last
+        starts = [*(start for start, _ in self._sequences), self.cut]
+        self.text = b"".join([raw[last:start] for last, start in zip(ends, starts, strict=True)])
 
-    def _split(self, final: bool) -> None:
-        raw, at = self.raw, self.raw.find(b"\x1b")
+    def _split(self, first: int, final: bool) -> None:
+        raw = self.raw
+        # Sequences that start this far from the end cannot be unfinished: the regex engine finds them in
+        # one pass (a lone ESC it skips is shown as text); only the tail is walked sequence by sequence.
+        safe = len(raw) if final else len(raw) - LONGEST_SEQUENCE
+        spans = [match.span() for match in ESCAPE_SEQUENCE.finditer(raw, first)] if first < safe else []
+        spans = spans[: bisect.bisect_left(spans, (safe, 0))]
+        self._sequences = spans
+        self._hidden_before = [0, *itertools.accumulate(end - start for start, end in spans)]
+        self._text_at = [start - hidden for (start, _), hidden in zip(spans, self._hidden_before, strict=False)]
+        at = raw.find(b"\x1b", spans[-1][1] if spans else first)
         while at >= 0:
             if not final and _UNFINISHED.match(raw, at):
                 self.cut = at

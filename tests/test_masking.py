@@ -336,6 +336,37 @@ def test_any_bytes_split_anywhere(data: bytes, cuts: list[int]) -> None:
     assert feed_in_pieces(MASKER, data, cuts)[0] == MASKER.mask(data)[0]
 
 
+LONG_PIECES = ["\x1b[1mlog line\x1b[0m\n" * 300, "\x1b]0;" + "t" * 3000 + "\x07", "\x1b[31m" * 600, "x" * 5000]
+long_outputs = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.sampled_from(LONG_PIECES)), max_size=24).map(
+    lambda parts: "".join(parts).encode("utf-8", "surrogatepass")
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=long_outputs, cuts=st.lists(st.integers(min_value=0, max_value=40000), max_size=12))
+def test_long_output_with_many_escape_sequences_splits_like_the_whole(data: bytes, cuts: list[int]) -> None:
+    """Sequences far from the end are found in one regex pass; near the end one by one: both must agree."""
+    whole, counts = MASKER.mask(data)
+    pieces, piece_counts, _ = feed_in_pieces(MASKER, data, cuts)
+    assert pieces == whole
+    assert piece_counts == counts
+
+
+def test_unfinished_long_sequence_in_a_secret_is_held_at_any_cut() -> None:
+    data = b"x" * 6000 + b" AKIAIOSF\x1b]0;" + b"t" * 300 + b"\x07ODNN7EXAMPLE\n"
+    whole, _ = MASKER.mask(data)
+    assert b"[masked:aws-key]" in whole
+    for cut in range(5990, len(data), 7):
+        assert feed_in_pieces(MASKER, data, [cut])[0] == whole, cut
+
+
+def test_secret_with_colours_far_into_a_large_chunk_is_masked() -> None:
+    data = b"\x1b[1mok\x1b[0m\n" * 2000 + b"key AKIA\x1b[1mIOSFODNN7\x1b[0mEXAMPLE done\n" + b"x" * 9000
+    masked, counts = MASKER.mask(data)
+    assert b"IOSFODNN7" not in masked and counts == {"aws-key": 1}
+    assert b"key [masked:aws-key]\x1b[1m\x1b[0m done" in masked
+
+
 def test_only_what_could_start_a_secret_is_held() -> None:
     stream = MASKER.stream()
     assert stream.feed(b"total 42\n") == b"total 42\n"

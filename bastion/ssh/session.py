@@ -106,7 +106,6 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self._start: asyncio.Task[None] | None = None
         self.lines: ShellLines | None = None  # interactive shells: each line decided at Enter
         self.piped: PipedLines | None = None  # shells without a pty: each input line decided
-        self._target_holds: set[str] = set()  # why the target's output is paused
 
     # Requests from the client, before the session starts.
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
@@ -201,9 +200,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         if self.masking is not None:
             masker, settings = self.masking
             if settings.transfers or not self.transfer:
-                self.masked = MaskedOutput(
-                    masker, settings.idle_release, self._emit, self.recording.maskings, self._masking_holds_target
-                )
+                self.masked = MaskedOutput(masker, settings.idle_release, self._emit, self.recording.maskings)
         env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
         for name, value in sorted(env.items()):
             shown = self.masking[0].mask_text(value) if self.masking is not None else value
@@ -307,20 +304,12 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         return True
 
     def pause_writing(self) -> None:
-        self._hold_target("client", True)
+        if self.target is not None:
+            self.target.pause_reading()
 
     def resume_writing(self) -> None:
-        self._hold_target("client", False)
-
-    def _masking_holds_target(self, on: bool) -> None:
-        self._hold_target("masking", on)
-
-    def _hold_target(self, why: str, on: bool) -> None:
-        """The target's output pauses while anyone needs it to (a full client, a masking backlog)."""
-        before = bool(self._target_holds)
-        (self._target_holds.add if on else self._target_holds.discard)(why)
-        if self.target is not None and before != bool(self._target_holds):
-            (self.target.pause_reading if on else self.target.resume_reading)()
+        if self.target is not None:
+            self.target.resume_reading()
 
     def terminate(self, reason: str) -> None:
         """End the session from the bastion's side (revocation, shutdown): say why, record it, close."""
