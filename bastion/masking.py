@@ -28,6 +28,7 @@ from bastion.masking_terminal import LONGEST_SEQUENCE, Replacement, TerminalView
 __all__ = ["PACKS", "MaskPattern", "Masker", "MaskingSettings", "MaskingStream"]
 
 PATTERN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+STEP = 64 * 1024  # larger pieces are masked in steps of this size (measured fastest: bench/masking)
 HELD_LIMIT = 32768  # held bytes past this are released at once (only escape sequences can pile up so)
 
 
@@ -152,9 +153,11 @@ class MaskingStream:
 
     def feed(self, data: bytes) -> bytes:
         """Masked bytes that are safe to release now (possibly b"")."""
+        if len(data) > STEP:  # in steps that stay in the CPU's cache: the result is the same
+            return b"".join([self.feed(data[at : at + STEP]) for at in range(0, len(data), STEP)])
         if not data:
             return b""
-        out = self._release(self._held + data, final=False)
+        out = self._release(self._held + data if self._held else data, final=False)
         if len(self._held) > HELD_LIMIT:  # a possible secret padded with escape sequences: give up holding
             out += self.flush()
         return out

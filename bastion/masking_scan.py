@@ -215,6 +215,8 @@ class Scan:
 
     def _first_undecided(self, detector: Detector, position: int) -> int:
         shape = detector.shape
+        if not self.text or self.text[-1] not in shape.consumable:  # a trailing run of them (cheap test first)
+            return self.end
         start = max(position, self.end - shape.reach)
         if shape.single_line:
             start = max(start, self._last_line_feed + 1)
