@@ -89,7 +89,7 @@ def test_a_zero_or_garbage_poll_interval_from_the_provider_is_bounded() -> None:
     assert slept == [1, 6]
 
 
-def test_masked_output_in_order_with_bulk_in_a_worker_and_eof_last() -> None:
+def test_masked_output_in_order_per_stream_with_eof_last_and_echo_at_once() -> None:
     import asyncio
     import os
 
@@ -98,28 +98,38 @@ def test_masked_output_in_order_with_bulk_in_a_worker_and_eof_last() -> None:
 
     masker = Masker.from_settings(MaskingSettings())
     secret_lines = b"".join(b"line %d key AKIAIOSFODNN7EXAMPLE mail jane@example.org\n" % i for i in range(3000))
-    pieces = [
-        b"echo ",
-        b"AKIA",
-        b"IOSFODNN7EXAMPLE\n",
-        secret_lines,
-        bytes(32 + b % 95 for b in os.urandom(50_000)),  # printable noise
-        b"tail\n",
+    turns = [  # the pieces of one turn of the event loop are masked together
+        [(b"echo ", False)],
+        [(b"AKIA", False), (b"warn: AKIA", True), (b"IOSFODNN7EXAMPLE\n", False)],
+        [(secret_lines, False), (b"IOSFODNN7EXAMPLE\n", True)],
+        [(bytes(32 + b % 95 for b in os.urandom(50_000)), False)],  # printable noise
+        [(b"tail\n", False)],
     ]
-    events: list[object] = []
-    holds: list[bool] = []
+    events: list[tuple[bytes, bool] | str] = []
+    counts: dict[str, int] = {}
 
     async def run() -> None:
-        out = MaskedOutput(masker, 0.02, lambda data, stderr: events.append(data), {}, holds.append)
-        for piece in pieces:
-            out.feed(piece, False)
+        out = MaskedOutput(masker, 0.02, lambda data, stderr: events.append((data, stderr)), counts)
+        out.feed(b"ls -l\r\n", False)
+        await asyncio.sleep(0)
+        assert events == [(b"ls -l\r\n", False)]  # interactive echo: released in the next turn, no timer
+        events.clear()
+        for pieces in turns:
+            for data, stderr in pieces:
+                out.feed(data, stderr)
             await asyncio.sleep(0)
+        out.feed(b"last words", False)  # not masked yet when EOF comes: EOF still waits for it
         out.after(lambda: events.append("EOF"))
-        for _ in range(200):
-            if events and events[-1] == "EOF":
-                return
-            await asyncio.sleep(0.01)
 
     asyncio.run(run())
     assert events[-1] == "EOF"
-    assert b"".join(e for e in events if isinstance(e, bytes)) == masker.mask(b"".join(pieces))[0]
+    expected: dict[str, int] = {}
+    for stderr in (False, True):
+        sent = b"".join(data for turn in turns for data, err in turn if err == stderr)
+        sent += b"last words" if not stderr else b""
+        got = b"".join(e[0] for e in events if isinstance(e, tuple) and e[1] == stderr)
+        masked, stream_counts = masker.mask(sent)
+        assert got == masked
+        for name, count in stream_counts.items():
+            expected[name] = expected.get(name, 0) + count
+    assert counts == expected and counts["aws-key"] == 3002  # the random noise may hold an email or two
