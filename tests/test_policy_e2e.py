@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -26,6 +27,7 @@ from tests.test_interactive_e2e import Terminal
 DENIED = 77
 FORWARD_OK = free_port()
 FORWARD_DENIED = free_port()
+FORWARD_HELD = free_port()
 
 RULES = f"""
 [approvals]
@@ -78,6 +80,12 @@ forward = [{FORWARD_OK}]
 name = "forward-no"
 effect = "deny"
 forward = [{FORWARD_DENIED}]
+
+[[rules]]
+name = "forward-held"
+effect = "approve"
+forward = [{FORWARD_HELD}]
+approvers = ["ops"]
 """
 
 
@@ -259,7 +267,8 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def target_web() -> Iterator[None]:
-    servers = [http.server.HTTPServer(("127.0.0.1", port), _Hello) for port in (FORWARD_OK, FORWARD_DENIED)]
+    ports = (FORWARD_OK, FORWARD_DENIED, FORWARD_HELD)
+    servers = [http.server.HTTPServer(("127.0.0.1", port), _Hello) for port in ports]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     yield
@@ -292,6 +301,68 @@ def test_forwards_are_decided_per_port(penv: BastionEnv, target_web: None) -> No
         tunnel.wait(timeout=10)
     refused = penv.logged("forward.refused", lambda f: f["destination"] == f"localhost:{FORWARD_DENIED}")
     assert "denied by rule forward-no" in refused[-1]["reason"]
+
+
+def held_tunnel(penv: BastionEnv, local: int) -> subprocess.Popen[bytes]:
+    command = ["ssh", "-F", str(penv.ssh_config), "-N", "-L", f"{local}:localhost:{FORWARD_HELD}",
+               "-J", "bastion", f"{penv.login}@mcp-host"]  # fmt: skip
+    tunnel = subprocess.Popen(command, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if listening(local):  # not probed with a connection: that would open a held channel of its own
+            return tunnel
+        time.sleep(0.2)
+    tunnel.kill()
+    raise AssertionError("the tunnel did not listen")
+
+
+def listening(port: int) -> bool:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def test_a_held_forward_connects_after_approval(penv: BastionEnv, target_web: None) -> None:
+    local = free_port()
+    tunnel = held_tunnel(penv, local)
+    try:
+        answer: list[bytes] = []
+        fetch = threading.Thread(
+            target=lambda: answer.append(urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=30).read())
+        )
+        fetch.start()
+        request = pending(penv, f"port {FORWARD_HELD}")
+        assert penv.bastion("approvals", "approve", str(request)).returncode == 0
+        fetch.join(timeout=30)
+        assert answer == [b"hello from the target"]
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+
+
+def test_a_held_forward_is_withdrawn_when_the_client_leaves(penv: BastionEnv, target_web: None) -> None:
+    local = free_port()
+    tunnel = held_tunnel(penv, local)
+    waiting = socket.create_connection(("127.0.0.1", local), timeout=5)
+    try:
+        ids = {pending(penv, f"port {FORWARD_HELD}")}
+        tunnel.kill()
+        tunnel.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = json.loads(penv.bastion("approvals", "list", "--all", "--json").stdout)
+            statuses = {r["status"] for r in rows if r["id"] in ids}
+            if statuses == {"withdrawn"}:
+                break
+            time.sleep(0.2)
+        assert statuses == {"withdrawn"}
+    finally:
+        waiting.close()
+        tunnel.kill()
+        tunnel.wait(timeout=10)
 
 
 def test_a_forward_to_another_machine_is_refused(penv: BastionEnv) -> None:

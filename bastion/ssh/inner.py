@@ -9,8 +9,10 @@ the bastion connects upstream, so a refusal reaches the user as one line in the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -26,6 +28,7 @@ from bastion.ssh.gate import Gate, denial
 from bastion.ssh.session import SessionBridge
 
 TARGET_SELF = ("localhost", "127.0.0.1", "::1")  # how a forward names the target itself
+T = TypeVar("T")
 
 
 async def _pipe(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
@@ -36,6 +39,22 @@ async def _pipe(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[by
         writer.write_eof()
     except (asyncssh.Error, OSError, BrokenPipeError):
         writer.close()
+
+
+async def _unless_closed(check: Awaitable[T], writer: asyncssh.SSHWriter[bytes]) -> T | None:
+    """`check`'s result, or None if the channel closes first (the client left): `check` is then
+    cancelled, which withdraws an approval request it is waiting on."""
+    checking = asyncio.ensure_future(check)
+    closed = asyncio.ensure_future(writer.channel.wait_closed())
+    try:
+        await asyncio.wait({checking, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+        if not checking.done():
+            checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checking
+    return None if checking.cancelled() else checking.result()
 
 
 class InnerServer(asyncssh.SSHServer):
@@ -168,9 +187,9 @@ class InnerServer(asyncssh.SSHServer):
 
         async def held(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
             try:
-                verdict = await gate.check(action, lambda line: None)
-                if not verdict.allowed:
-                    return
+                verdict = await _unless_closed(gate.check(action, lambda line: None), writer)
+                if verdict is None or not verdict.allowed:
+                    return  # None: the client closed the forward (or left) while it waited: withdrawn
                 target_reader, target_writer = await upstream.open_connection(dest_host, dest_port, encoding=None)
                 await asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
             except (asyncssh.Error, OSError) as exc:
