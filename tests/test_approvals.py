@@ -18,9 +18,9 @@ from click.testing import CliRunner
 
 from bastion import config as config_mod
 from bastion.approvals import ApprovalError, ApprovalRequest, Approvals, ApprovalSettings
+from bastion.approver_commands import approvals_command
 from bastion.audit.store import Store
 from bastion.cli_policy import approvals as approvals_cli
-from bastion.cli_policy import approvals_command
 from bastion.policy import Decision, Exec, Forward, McpTool, Policy, Rule, ShellLine, Subject
 
 ALICE = Subject("alice", ("ops",), "prod1", {"env": "prod"}, "mcp")

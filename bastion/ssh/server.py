@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncssh
 
-from bastion.cli_policy import approvals_command
+from bastion.approver_commands import approvals_command
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
