@@ -111,3 +111,19 @@ def test_parser_handles_rsa_and_ecdsa_and_rejects_garbage(authorities: Authoriti
     truncated = authorities.issue_user(asyncssh.generate_private_key("ssh-ed25519"), "x", 60).certificate.public_data
     with pytest.raises(CertificateFormatError, match="truncated"):
         parse_certificate(truncated[:80])
+
+
+def test_include_goes_on_top_once_and_through_a_symlinked_config(tmp_path: Path) -> None:
+    from bastion.identity.login import install_include
+
+    home, ssh_dir, dotfiles = tmp_path / ".bastion", tmp_path / ".ssh", tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    (dotfiles / "ssh_config").write_text("Host old\n  User me\n")
+    ssh_dir.mkdir()
+    (ssh_dir / "config").symlink_to(dotfiles / "ssh_config")
+    written = install_include(home, ssh_dir)
+    install_include(home, ssh_dir)  # twice: one Include line
+    assert (ssh_dir / "config").is_symlink() and written == (dotfiles / "ssh_config").resolve()
+    text = (dotfiles / "ssh_config").read_text()
+    assert text.count(f"Include {home / 'ssh_config'}") == 1 and text.endswith("Host old\n  User me\n")
+    assert text.index("Include") < text.index("Host old")

@@ -205,6 +205,8 @@ def install_include(home: Path, ssh_dir: Path = Path("~/.ssh")) -> Path:
     """Put `Include HOME/ssh_config` at the top of ~/.ssh/config (once), so plain ssh finds the blocks."""
     config = ssh_dir.expanduser() / "config"
     config.parent.mkdir(mode=0o700, exist_ok=True)
+    if config.is_symlink():  # a dotfile manager's link: edit the file it points to, keep the link
+        config = config.resolve()
     line = f"Include {home / 'ssh_config'}"
     current = config.read_text() if config.exists() else ""
     if line not in current.splitlines():
