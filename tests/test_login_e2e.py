@@ -49,6 +49,9 @@ def idp_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def lenv(idp_url: str) -> Iterator[BastionEnv]:
     extra = f"""
+[approvals]
+approver_groups = ["approvers", "ci"]  # "ci" on purpose: a workload in an approver group still may not approve
+
 [[identity.issuers]]
 name = "dev"
 issuer = "{idp_url}"
@@ -148,6 +151,9 @@ def test_workload_client_credentials_gets_a_short_certificate(lenv: BastionEnv, 
     assert 14 * 60 <= seconds <= 16 * 60 + 60  # workload_ttl (15m), not user_ttl
     ran = ssh_with(home, f"{lenv.login}@mcp-host", "echo from-ci")
     assert ran.returncode == 0 and ran.stdout == b"from-ci\n", ran.stderr
+    for command in (("approvals", "list"), ("approve", "1")):
+        refused = ssh_with(home, "bastion", *command)
+        assert refused.returncode == 1 and b"approvals are decided by people" in refused.stderr, refused.stderr
 
 
 def test_a_bad_token_file_is_refused_in_one_line_and_audited(lenv: BastionEnv, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ class Identity:
     groups: tuple[str, ...]
     serial: int
     key_id: str
+    workload: bool = False  # issued for a workload (an agent, CI): never an approver
 
 
 @dataclass(frozen=True, slots=True)

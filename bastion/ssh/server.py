@@ -16,6 +16,7 @@ from typing import Any
 import asyncssh
 
 from bastion.approver_commands import approvals_command
+from bastion.config import Settings
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
@@ -57,7 +58,8 @@ class OuterConnection(asyncssh.SSHServerConnection):
             owner.auth_failure(username, "certificate signature or validity check failed", final=bool(msg))
             return False
         if msg:  # the signature was checked: this key now authenticates the connection
-            self.identity = Identity(username, tuple(record["groups"]), info.serial, info.key_id)
+            workload = is_workload(self.ctx.settings, str(record.get("issuer") or ""))
+            self.identity = Identity(username, tuple(record["groups"]), info.serial, info.key_id, workload)
         return True
 
     def extend_login_grace(self, seconds: float) -> None:
@@ -65,6 +67,16 @@ class OuterConnection(asyncssh.SSHServerConnection):
         if self._login_timer is not None:
             self._login_timer.cancel()
             self._login_timer = self._loop.call_later(seconds, self._login_timer_callback)
+
+
+def is_workload(settings: Settings, issuer: str) -> bool:
+    """Whether a certificate's issuance record names a workload issuer (`oidc:NAME`); certificates the
+    operator issues (`bastion cert issue`) are people's. An issuer no longer configured counts as a workload."""
+    if not issuer.startswith("oidc:"):
+        return False
+    name = issuer.removeprefix("oidc:")
+    configured = next((i for i in settings.identity.issuers if i.name == name), None)
+    return configured is None or configured.kind == "workload"
 
 
 class OuterServer(asyncssh.SSHServer):
@@ -250,6 +262,13 @@ class BastionShell(asyncssh.SSHServerSession[bytes]):
     async def _approvals(self, argv: list[str]) -> None:
         assert self.chan is not None
         identity = self.identity
+        if identity.workload:  # approvals are a person's decision: an agent never approves, not even another's
+            log("approvals.refused", user=identity.user, reason="workload identity")
+            self.chan.write_stderr(
+                f"bastion: approvals are decided by people; {identity.user} logged in as a workload\n".encode()
+            )
+            self.chan.exit(1)
+            return
         try:
             status, text = await asyncio.to_thread(
                 approvals_command, argv, identity.user, identity.groups, self.ctx.approvals
