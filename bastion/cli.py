@@ -142,25 +142,26 @@ def cert_revoke(
         if serial is not None and store.certificate(serial) is None:
             fail(f"no certificate with serial {serial} was issued by this bastion")
         revoked = store.revoke(serial=serial, user=user).result()
-        if revoked:
+        if revoked or user is not None:  # a user is revoked even with no live certificate: older tokens stop
             store.log(
                 "cert.revoked",
                 serials=[r["serial"] for r in revoked],
-                user=revoked[0]["user"],
+                user=revoked[0]["user"] if revoked else user,
                 reason=reason,
                 by=f"operator:{getpass.getuser()}",
             ).result()
     finally:
         store.close()
-    if not revoked:
-        fail(
-            f"nothing to revoke: {'serial ' + str(serial) if serial is not None else user} has no unrevoked certificate"
-        )
+    if not revoked and serial is not None:
+        fail(f"nothing to revoke: serial {serial} has no unrevoked certificate")
     if as_json:
         click.echo(json.dumps(revoked))
-    else:
-        for r in revoked:
-            click.echo(f"revoked serial {r['serial']} of {r['user']}")
+        return
+    for r in revoked:
+        click.echo(f"revoked serial {r['serial']} of {r['user']}")
+    if user is not None:
+        live = "" if revoked else "no unexpired certificate; "
+        click.echo(f"revoked {user}: {live}tokens issued before now will not get a new certificate")
 
 
 @main.command()

@@ -15,6 +15,7 @@ import select
 import stat
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,3 +321,27 @@ def test_revoke_by_serial_and_its_errors(lenv: BastionEnv) -> None:
     )
     both = lenv.bastion("cert", "revoke", "--serial", serial, "--user", "erin", check=False)
     assert both.returncode == 1 and "exactly one of" in both.stderr
+
+
+def test_revoking_a_user_refuses_their_older_tokens_but_not_a_fresh_login(
+    lenv: BastionEnv, idp_url: str, tmp_path: Path
+) -> None:
+    form = urllib.parse.urlencode(
+        {"grant_type": "client_credentials", "client_id": "ci-runner", "client_secret": SECRET}
+    ).encode()
+    with urllib.request.urlopen(f"{idp_url}/token", data=form, timeout=10) as response:
+        old_token = json.loads(response.read())["access_token"]
+    token_file = tmp_path / "token"
+    token_file.write_text(old_token)
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    time.sleep(1.1)  # iat is in whole seconds
+    revoked = lenv.bastion("cert", "revoke", "--user", "wl-ci-runner")
+    assert "tokens issued before now will not get a new certificate" in revoked.stdout
+    refused = login(lenv, tmp_path / "old", "--issuer", "ci", "--id-token-file", str(token_file))
+    assert refused.returncode == 1 and "was revoked after this token was issued" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    time.sleep(1.1)
+    fresh = login(lenv, tmp_path / "new", "--issuer", "ci", "--client-credentials", "--client-secret-file", str(secret))
+    assert fresh.returncode == 0, fresh.stderr
+    assert lenv.logged("cert.revoked", lambda f: f["user"] == "wl-ci-runner")

@@ -50,6 +50,7 @@ _SCHEMA = [
         serial INTEGER PRIMARY KEY, user TEXT NOT NULL, groups TEXT NOT NULL, key_id TEXT,
         principals TEXT, valid_after REAL, valid_before REAL, fingerprint TEXT, issuer TEXT,
         source TEXT, issued_at REAL, revoked_at REAL)""",
+    """CREATE TABLE IF NOT EXISTS user_revocations (user TEXT PRIMARY KEY, revoked_at REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at)",
 ]
 
@@ -210,9 +211,20 @@ class Store:
                 f"SELECT serial, user FROM certificates WHERE {where} AND revoked_at IS NULL", args
             ).fetchall()
             c.executemany("UPDATE certificates SET revoked_at = ? WHERE serial = ?", [(now, r[0]) for r in rows])
+            if user is not None:  # and tokens issued before now will not get the user a new certificate
+                c.execute(
+                    "INSERT INTO user_revocations (user, revoked_at) VALUES (?, ?) "
+                    "ON CONFLICT (user) DO UPDATE SET revoked_at = excluded.revoked_at",
+                    [user, now],
+                )
             return [{"serial": r[0], "user": r[1], "revoked_at": now} for r in rows]
 
         return self.submit(revoke)
+
+    def user_revoked_at(self, user: str) -> float | None:
+        """When `bastion cert revoke --user` last revoked this user (None: never)."""
+        rows = list(self._reader.query("SELECT revoked_at FROM user_revocations WHERE user = ?", [user]))
+        return float(rows[0]["revoked_at"]) if rows else None
 
     def revoked_since(self, since: float) -> list[dict[str, Any]]:
         rows = self._reader.query(

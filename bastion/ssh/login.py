@@ -118,7 +118,13 @@ class LoginFlow:
                 token = await self._wait_for_device_login()
             else:
                 token = responses[0] if responses else ""
-            self.verified = await _in_login_pool(self.ctx.verifier.verify, token)
+            verified = await _in_login_pool(self.ctx.verifier.verify, token)
+            revoked_at = self.ctx.store.user_revoked_at(verified.username)
+            if revoked_at is not None and float(verified.claims["iat"]) <= revoked_at:
+                raise LoginFailed(
+                    f"{verified.username} was revoked after this token was issued; log in to the provider again"
+                )
+            self.verified = verified
         except (LoginFailed, TokenRejected) as exc:
             return self._fail(conn, str(exc))
         return True
