@@ -137,6 +137,8 @@ def cert_revoke(
     """Revoke certificates: refused at the next authentication; live sessions end within a second."""
     if (serial is None) == (user is None):
         fail("pass exactly one of --serial N and --user U")
+    if user is not None and not config_mod.LOGIN_NAME.match(user):
+        fail(f"--user: expected a login name as on the certificates, such as 'alice', got {user!r}")
     store = open_store(settings)
     try:
         if serial is not None and store.certificate(serial) is None:

@@ -153,14 +153,16 @@ class MaskingStream:
 
     def feed(self, data: bytes) -> bytes:
         """Masked bytes that are safe to release now (possibly b"")."""
-        if len(data) > STEP:  # in steps that stay in the CPU's cache: the result is the same
-            return b"".join([self.feed(data[at : at + STEP]) for at in range(0, len(data), STEP)])
         if not data:
             return b""
-        out = self._release(self._held + data if self._held else data, final=False)
+        # in steps that stay in the CPU's cache: what is released and held is the same as in one step
+        out = b"".join([self._step(data[at : at + STEP]) for at in range(0, len(data), STEP)])
         if len(self._held) > HELD_LIMIT:  # a possible secret padded with escape sequences: give up holding
             out += self.flush()
         return out
+
+    def _step(self, data: bytes) -> bytes:
+        return self._release(self._held + data if self._held else data, final=False)
 
     def flush(self) -> bytes:
         """Everything held, masked as if the output ended here (on idle and at EOF)."""

@@ -65,6 +65,7 @@ client_id = "ci-runner"
 audience = "{AUDIENCE}"
 kind = "workload"
 username_prefix = "wl-"
+leeway = "2s"
 """
     with running_env(extra) as environment:
         yield environment
@@ -341,7 +342,42 @@ def test_revoking_a_user_refuses_their_older_tokens_but_not_a_fresh_login(
     refused = login(lenv, tmp_path / "old", "--issuer", "ci", "--id-token-file", str(token_file))
     assert refused.returncode == 1 and "was revoked after this token was issued" in refused.stderr
     assert refused.stderr.count("\n") == 1
-    time.sleep(1.1)
+    time.sleep(3.1)  # a token issued within the issuer's leeway (2s here) after a revocation is refused too
     fresh = login(lenv, tmp_path / "new", "--issuer", "ci", "--client-credentials", "--client-secret-file", str(secret))
     assert fresh.returncode == 0, fresh.stderr
     assert lenv.logged("cert.revoked", lambda f: f["user"] == "wl-ci-runner")
+
+
+def test_a_token_connection_open_across_a_revocation_gets_no_certificate(lenv: BastionEnv, idp_url: str) -> None:
+    """`ssh token@bastion` logged in before `cert revoke --user`, asking for its certificate after."""
+    import asyncio
+
+    import asyncssh
+
+    from bastion.identity.login import _TokenClient
+
+    form = urllib.parse.urlencode(
+        {"grant_type": "client_credentials", "client_id": "ci-runner", "client_secret": SECRET}
+    ).encode()
+    with urllib.request.urlopen(f"{idp_url}/token", data=form, timeout=10) as response:
+        token = json.loads(response.read())["access_token"]
+    public_key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    host_ca = (lenv.root / "state" / "host_ca.pub").read_text().strip()
+
+    async def run() -> asyncssh.SSHCompletedProcess:
+        known = asyncssh.import_known_hosts(f"@cert-authority * {host_ca}\n")
+        async with asyncssh.connect(
+            "127.0.0.1", lenv.port, username="token", known_hosts=known, client_factory=lambda: _TokenClient(token),
+            client_keys=None, agent_path=None, preferred_auth="keyboard-interactive", config=None,
+        ) as conn:  # fmt: skip
+            await asyncio.to_thread(lenv.bastion, "cert", "revoke", "--user", "wl-ci-runner")
+            return await conn.run("certificate --json", input=public_key + "\n", check=False, timeout=30)
+
+    result = asyncio.run(run())
+    assert result.exit_status == 1 and "was revoked after this token was issued" in str(result.stderr)
+    assert "certificate" not in str(result.stdout)
+
+
+def test_revoke_refuses_a_user_name_that_is_not_a_login(lenv: BastionEnv) -> None:
+    refused = lenv.bastion("cert", "revoke", "--user", "Alice", check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "expected a login name" in refused.stderr

@@ -547,3 +547,10 @@ def test_a_decided_start_matches_the_same_whatever_follows(source: str, flags: i
         if shape.undecided.match(text, start) is None:
             now, later = pattern.match(text, start), pattern.match(text + more, start)
             assert (now and now.span()) == (later and later.span())
+
+
+def test_a_large_piece_is_masked_as_one_whatever_the_internal_steps() -> None:
+    """Pieces over 64 KiB are masked in steps; the hold limit applies to the piece, not to each step."""
+    data = b"x" * 30000 + b" AKIAIOSF" + b"\x1b[0m" * 9000 + b"ODNN7EXAMPLE\n"
+    masked, counts = MASKER.mask(data)
+    assert counts == {"aws-key": 1} and b"IOSF" not in masked

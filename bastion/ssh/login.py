@@ -56,6 +56,17 @@ def is_issuance_user(username: str) -> bool:
     return username in (TOKEN_USER, LOGIN_USER) or username.startswith(LOGIN_USER + "+")
 
 
+def _refuse_if_revoked(ctx: BastionContext, verified: VerifiedToken) -> None:
+    """A token issued before `cert revoke --user`, or less than the issuer's `leeway` after it (the
+    provider's clock may be ahead of ours), gets nothing."""
+    revoked_at, skew = ctx.store.user_revoked_at(verified.username), verified.issuer.leeway
+    if revoked_at is not None and float(verified.claims["iat"]) - skew <= revoked_at:
+        raise LoginFailed(
+            f"{verified.username} was revoked after this token was issued (or within {skew:.0f} s before it); "
+            "log in to the provider again"
+        )
+
+
 class LoginFlow:
     """The keyboard-interactive half: a token pasted, or a device flow the bastion runs."""
 
@@ -119,11 +130,7 @@ class LoginFlow:
             else:
                 token = responses[0] if responses else ""
             verified = await _in_login_pool(self.ctx.verifier.verify, token)
-            revoked_at = self.ctx.store.user_revoked_at(verified.username)
-            if revoked_at is not None and float(verified.claims["iat"]) <= revoked_at:
-                raise LoginFailed(
-                    f"{verified.username} was revoked after this token was issued; log in to the provider again"
-                )
+            _refuse_if_revoked(self.ctx, verified)
             self.verified = verified
         except (LoginFailed, TokenRejected) as exc:
             return self._fail(conn, str(exc))
@@ -253,6 +260,13 @@ class IssuanceSession(asyncssh.SSHServerSession[bytes]):
         problem = _key_problem(key)
         if problem:
             self._finish(1, f"bastion: {problem}")
+            return None
+        try:  # again: the connection may have stayed open since the token was checked
+            _refuse_if_revoked(self.ctx, verified)
+            if verified.expires_at <= time.time():
+                raise LoginFailed("the token has expired since this connection logged in; log in again")
+        except LoginFailed as exc:
+            self._finish(1, f"bastion: login failed: {exc}")
             return None
         human = verified.issuer.kind == "human"
         ttl = self.ctx.settings.certificates.user_ttl if human else self.ctx.settings.certificates.workload_ttl

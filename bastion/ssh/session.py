@@ -315,6 +315,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         """End the session from the bastion's side (revocation, shutdown): say why, record it, close."""
         if self.client_gone or self.recording.closed:
             return
+        if self.masked is not None:
+            self.masked.flush()  # output the target sent before the end is shown and recorded, masked
         self.recording.note(ev.MARKER, text=reason)
         self.recording.close(reason)
         if self.client is not None:
@@ -351,7 +353,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def _emit(self, data: bytes, stderr: bool) -> None:
         """Output as the user may see it (masked): to the recording, the shell-line screen and the client."""
-        if self.client_gone or self.client is None:
+        if self.client_gone or self.client is None or self.client.is_closing() or self.recording.closed:
             return
         if self.transfer:
             self.recording.bytes_out += len(data)  # file contents are counted, not recorded
