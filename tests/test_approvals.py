@@ -448,3 +448,36 @@ def test_a_grant_is_keyed_on_the_command_as_typed_not_as_shown(queue: Approvals)
     assert queue.granted(ALICE, typed)
     assert not queue.granted(ALICE, other)  # masks the same way, runs something else: not covered
     assert not queue.granted(ALICE, masked)
+
+
+def test_a_requester_who_leaves_while_the_request_is_being_stored_still_withdraws_it(queue: Approvals) -> None:
+    """The gate's wait is cancelled while the store is still writing the request: once written, it is withdrawn."""
+    from types import SimpleNamespace
+
+    from bastion.ssh.gate import Gate
+
+    stored = queue.create_async
+
+    async def slow_create(*args: Any, **kwargs: Any) -> ApprovalRequest:
+        await asyncio.sleep(0.2)  # the requester leaves in this window
+        return await stored(*args, **kwargs)
+
+    policy = Policy([Rule(name="restart", effect="approve", exec=("systemctl *",), approvers=("leads",))])
+    audited: list[str] = []
+    ctx = SimpleNamespace(
+        policy=policy, masker=None, audit=lambda type_, **fields: audited.append(type_),
+        approvals=SimpleNamespace(granted=queue.granted, create_async=slow_create, wait=queue.wait,
+                                  withdraw=queue.withdraw),
+    )  # fmt: skip
+
+    async def run() -> None:
+        check = asyncio.ensure_future(Gate(ctx, ALICE, "conn-1").check(RESTART, lambda line: None))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        check.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await check
+        await asyncio.sleep(0.5)
+
+    asyncio.run(run())
+    queue.store.flush()
+    assert [r.status for r in queue.list(pending_only=False, limit=10)] == ["withdrawn"]

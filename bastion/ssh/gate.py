@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bastion.approvals import ApprovalError
+from bastion.approvals import ApprovalError, ApprovalRequest
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
 from bastion.command_line import parse
@@ -110,10 +110,16 @@ class Gate:
     ) -> Verdict:
         if self.ctx.masker is not None:
             reason = self.ctx.masker.mask_text(reason)
-        try:
-            request = await self.ctx.approvals.create_async(
+        creating = asyncio.ensure_future(
+            self.ctx.approvals.create_async(
                 self.subject, action, decision, source=self.source, reason=reason, key_action=typed
             )
+        )
+        try:
+            request = await asyncio.shield(creating)  # stored even if the requester leaves meanwhile...
+        except asyncio.CancelledError:
+            creating.add_done_callback(self._withdraw_when_stored)  # ...and then withdrawn
+            raise
         except ApprovalError as exc:
             self.record(action, decision, "deny", reason=str(exc))
             return Verdict(False, f"cannot hold for approval: {exc}", decision.rule)
@@ -133,6 +139,10 @@ class Gate:
             who = f" by {sanitize_for_display(vote.approver)}: {sanitize_for_display(vote.reason)}" if vote else ""
             return Verdict(False, f"request {request.id} denied{who}", decision.rule, request.id)
         return Verdict(False, f"request {request.id} {final.status}", decision.rule, request.id)
+
+    def _withdraw_when_stored(self, creating: asyncio.Future[ApprovalRequest]) -> None:
+        if not creating.cancelled() and creating.exception() is None:
+            self.ctx.approvals.withdraw(creating.result().id)
 
     def record(self, action: Action, decision: Decision, outcome: str, **extra: object) -> None:
         fields = {
