@@ -53,6 +53,10 @@ class MaskedOutput:
                 self._emit(released, bool(stderr))
         self._count()
 
+    def drain(self) -> None:
+        """Mask and send what this turn brought so far (before the bastion writes a line of its own)."""
+        self._feed_pending()
+
     def _feed_pending(self) -> None:
         pending, self._pending = self._pending, []
         start = 0

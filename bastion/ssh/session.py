@@ -272,6 +272,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         if self.client is None or self.client_gone:
             return
         message = f"\r\nbastion: {line}\r\n".encode()
+        if self.masked is not None:
+            self.masked.drain()  # output that came before this line goes out before it
         if self.lines is not None:
             self.lines.tracker.output(message)
         self.recording.output(message)
