@@ -76,7 +76,7 @@ def analyse(pattern: re.Pattern[bytes], *, cap_repeats: bool = False) -> RegexSh
     emit = _Emitter(groups={number: name for name, number in pattern.groupindex.items()}, cap=cap_repeats)
     if cap_repeats:
         pattern = re.compile(emit.full(items, capture=True), flags)
-    reach = _reach(items, cap_repeats) + 1
+    reach = _width(items, cap_repeats, lookaheads=True) + 1
     if reach > REACH_LIMIT:
         raise UnsupportedPattern(f"it can match more than {REACH_LIMIT} bytes; bound its repetitions")
     return RegexShape(
@@ -145,35 +145,21 @@ def _consumable(items: list[Any], flags: int) -> bytes:
     return bytes(sorted(found))
 
 
-def _width(items: Iterable[Any], cap: bool) -> int:
-    """Most bytes the sequence consumes; lookarounds consume nothing."""
+def _width(items: Iterable[Any], cap: bool, lookaheads: bool = False) -> int:
+    """Most bytes the sequence consumes (lookarounds consume nothing), plus with `lookaheads` every
+    lookahead's: then it is the most bytes past the start that matching can look at."""
     total = 0
     for op, av in items:
         if op in _CHARS:
             total += 1
         elif op in _REPEATS:
-            total += _repeat_max(av[1], cap) * _width(av[2], cap)
+            total += _repeat_max(av[1], cap) * _width(av[2], cap, lookaheads)
         elif op is sre.BRANCH:
-            total += max(_width(alt, cap) for alt in av[1])
+            total += max(_width(alt, cap, lookaheads) for alt in av[1])
         elif op in (sre.SUBPATTERN, sre.ATOMIC_GROUP):
-            total += _width(_children(op, av)[0], cap)
-    return total
-
-
-def _reach(items: Iterable[Any], cap: bool) -> int:
-    """Most bytes past the start that matching can look at: consumed bytes plus every lookahead."""
-    total = 0
-    for op, av in items:
-        if op in _CHARS:
-            total += 1
-        elif op in _REPEATS:
-            total += _repeat_max(av[1], cap) * _reach(av[2], cap)
-        elif op is sre.BRANCH:
-            total += max(_reach(alt, cap) for alt in av[1])
-        elif op in (sre.SUBPATTERN, sre.ATOMIC_GROUP):
-            total += _reach(_children(op, av)[0], cap)
-        elif op in (sre.ASSERT, sre.ASSERT_NOT) and av[0] > 0:
-            total += _reach(av[1], cap)
+            total += _width(_children(op, av)[0], cap, lookaheads)
+        elif lookaheads and op in (sre.ASSERT, sre.ASSERT_NOT) and av[0] > 0:
+            total += _width(av[1], cap, lookaheads)
     return total
 
 
