@@ -33,7 +33,7 @@ class MaskedOutput:
 
     def feed(self, data: bytes, stderr: bool) -> None:
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._feed_pending)
+            asyncio.get_running_loop().call_soon(self.drain)
         self._pending.append((data, stderr))
 
     def after(self, then: Callable[[], None]) -> None:
@@ -43,7 +43,7 @@ class MaskedOutput:
 
     def flush(self) -> None:
         """Release everything held (idle timeout, EOF, end of session)."""
-        self._feed_pending()
+        self.drain()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -54,10 +54,8 @@ class MaskedOutput:
         self._count()
 
     def drain(self) -> None:
-        """Mask and send what this turn brought so far (before the bastion writes a line of its own)."""
-        self._feed_pending()
-
-    def _feed_pending(self) -> None:
+        """Mask and send what this turn brought so far: at the end of the turn, and before a line of the
+        bastion's own or a flush."""
         pending, self._pending = self._pending, []
         start = 0
         while start < len(pending):
