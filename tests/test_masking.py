@@ -171,6 +171,40 @@ def test_escape_sequences_inside_a_secret_do_not_let_it_through(raw: bytes, expe
     assert out == expected
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # vim draws lines with cursor positioning, not line breaks: the key and the token are two words
+        (
+            b"\x1b[1;1HAKIAIOSFODNN7EXAMPLE\x1b[2;21H\x1b[K\x1b[3;1Hghp_A1b2C3d4A1b2C3d4A1b2C3d4A1b2C3d4E5f6\x1b[4;1H",
+            b"\x1b[1;1H[masked:aws-key]\x1b[2;21H\x1b[K\x1b[3;1H[masked:github-token]\x1b[4;1H",
+        ),
+        (b"USER\x1b[4CAKIAIOSFODNN7EXAMPLE", b"USER\x1b[4C[masked:aws-key]"),  # ncurses: cursor forward for spaces
+        (b"card\x1b[3C4111 1111 1111 1111\x1b[5d", b"card\x1b[3C[masked:card]\x1b[5d"),
+        (b"line one\x1bEAKIAIOSFODNN7EXAMPLE", b"line one\x1bE[masked:aws-key]"),  # ESC E: next line
+        # a move inside a secret: the two parts are drawn in different places, neither is the secret
+        (b"AKIAIOSF\x1b[2;1HODNN7EXAMPLE", b"AKIAIOSF\x1b[2;1HODNN7EXAMPLE"),
+        # colours, erasing and cursor visibility do not move the cursor: still one word
+        (b"AKIAIOSF\x1b[K\x1b[?25lODNN7EXAMPLE", b"[masked:aws-key]\x1b[K\x1b[?25l"),
+        # a CSI with more parameter bytes than any program sends is still one sequence
+        (b"k AKIA\x1b[" + b"0;" * 40 + b"1mIOSFODNN7EXAMPLE", b"k [masked:aws-key]\x1b[" + b"0;" * 40 + b"1m"),
+    ],
+)
+def test_cursor_moves_separate_words_as_the_screen_does(raw: bytes, expected: bytes) -> None:
+    assert MASKER.mask(raw)[0] == expected
+    stream = MASKER.stream()
+    assert b"".join(stream.feed(raw[i : i + 1]) for i in range(len(raw))) + stream.flush() == expected
+
+
+def test_a_private_key_drawn_by_cursor_positioning_is_masked() -> None:
+    body = [b"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW", b"QyNTUxOQAAACDrVY"]
+    raw = b"\x1b[1;1H-----BEGIN OPENSSH PRIVATE KEY-----\x1b[2;1H" + body[0] + b"\x1b[3;1H" + body[1]
+    raw += b"\x1b[4;1H-----END OPENSSH PRIVATE KEY-----\x1b[5;1H~"
+    out = MASKER.mask(raw)[0]
+    assert all(part not in out for part in body) and out.startswith(b"\x1b[1;1H[masked:private-key]")
+    assert out.endswith(b"\x1b[2;1H\x1b[3;1H\x1b[4;1H\x1b[5;1H~")
+
+
 def test_escape_sequence_split_across_chunks_byte_by_byte() -> None:
     raw = b"$ cat creds\r\n\x1b[32mAKIA\x1b[0;1mIOSFODNN7\x1b[mEXAMPLE\x1b[0m\r\n$ "
     stream = MASKER.stream()
@@ -245,6 +279,9 @@ FRAGMENTS = [
     "IOSFODNN7EXAMPLE",
     "\x1b[31m",
     "\x1b[0m",
+    "\x1b[2;1H",
+    "\x1b[4C",
+    "\x1bE",
     "\x1b]0;t\x07",
     "\x1b",
     "[3",

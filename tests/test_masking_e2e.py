@@ -3,6 +3,8 @@ and no unmasked secret byte is anywhere in the database files (the SQLite file, 
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import time
 import uuid
@@ -84,6 +86,28 @@ def test_pty_output_is_masked_and_the_session_counts_its_maskings(
     assert maskings["aws-key"] >= 2 and maskings["private-key"] == 1 and maskings["email"] == 1
     ended = env.logged("session.end", lambda f: f["session"] == session.id and "maskings" in f)
     assert ended[-1]["maskings"] == maskings
+
+
+def test_a_full_screen_editor_drawing_secrets_shows_them_masked(
+    env: BastionEnv, secrets_file: tuple[str, list[str]]
+) -> None:
+    """vim draws its screen with cursor positioning, not line breaks: the secrets are still words."""
+    name, secrets = secrets_file
+    other = f"long-lines-{uuid.uuid4().hex[:6]}.txt"  # drawn first, so that the secrets are drawn over it
+    assert env.ssh(f"cat > {other}", input=b"a long first line of some other file, longer than the secrets\n" * 30)
+    shown = f"{other}.secrets"  # vim shows ESC as ^[, so the colour split line would be no secret there
+    assert env.ssh(f"grep -v '^colour split' {name} > {shown}").returncode == 0
+    vim = f"vim -u NONE -N -n -c redraw -c 'edit {shown}' -c redraw -c 'sleep 300m' -c 'qa!' {other}"
+    command = ["ssh", "-tt", "-F", str(env.ssh_config), "-J", "bastion", f"{env.login}@mcp-host", vim]
+    terminal = {**os.environ, "TERM": "xterm-256color", "LINES": "40", "COLUMNS": "120"}
+    result = subprocess.run(command, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=terminal)
+    assert result.returncode == 0, result.stderr
+    screen = result.stdout
+    assert re.search(rb"\x1b\[\d+;1H", screen), "vim did not draw with cursor positioning"
+    for kind in ("aws-key", "aws-secret", "github-token", "password", "ssn", "iban", "card", "private-key"):
+        assert f"[masked:{kind}]".encode() in screen
+    for secret in secrets:
+        assert secret.encode() not in screen, f"{secret!r} was shown"
 
 
 def test_no_unmasked_secret_byte_is_stored(env: BastionEnv, secrets_file: tuple[str, list[str]]) -> None:
