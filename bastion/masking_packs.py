@@ -154,6 +154,11 @@ _VALUE = (
     rb"""|(?P<bare>[^\s"',;&=<>()\[\]{}$%*][^\s"',;&<>]{0,255}))"""
 )
 _VALUE_GROUPS = ("quoted", "single", "bare")
+# after `pwd`: not the shell's PWD or OLDPWD (`env`, `export -p`, os.environ), a name on its own set to
+# an absolute path (looked at from after the keyword, so that the search for undecided starts stays fast)
+_SHELL_PWD = (
+    rb"""(?!(?:(?<![A-Za-z0-9_](?i:pwd))|(?<=(?i:oldpwd))(?<![A-Za-z0-9_](?i:oldpwd)))""" + _OPERATOR + rb"""["']?/)"""
+)
 _B = rb"(?<![A-Za-z0-9_])"  # a token starts at a word boundary
 
 # (name, exact regex, anchor family, lead: what may come before the anchor)
@@ -187,25 +192,28 @@ SECRETS: tuple[tuple[str, bytes, str, bytes | None], ...] = (
     ("google-token", rb"(?<![A-Za-z0-9_-])ya29\.[A-Za-z0-9_-]{20,2048}+", "google_token", None),
     ("google-secret", rb"(?<![A-Za-z0-9_-])GOCSPX-[A-Za-z0-9_-]{28}(?![A-Za-z0-9_-])", "google_secret", None),
     (
+        # header, payload, signature; a header or payload longer than its bound has its first part masked
         "jwt",
-        rb"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,1024}+\.eyJ[A-Za-z0-9_-]{8,8192}+\.[A-Za-z0-9_-]{0,1024}+",
+        rb"(?<![A-Za-z0-9_-])eyJ(?:[A-Za-z0-9_-]{8,1024}+\.eyJ"
+        rb"(?:[A-Za-z0-9_-]{8,14000}+\.[A-Za-z0-9_-]{0,1024}+|[A-Za-z0-9_-]{14000})|[A-Za-z0-9_-]{1024})",
         "jwt",
         None,
     ),
     (
+        # the password runs to the last `@` before the host (passwords may hold `@`); never past a `/`
         "url-password",
-        rb"""(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,20}://[^\s:@/?#"'<>]{0,128}:(?P<secret>[^\s@/?#"'<>]{1,256})@""",
+        rb"""(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,20}://[^\s:@/?#"'<>]{0,128}:(?P<secret>[^\s/?#"'<>]{1,256})@""",
         "url",
         rb"[A-Za-z][A-Za-z0-9+.-]{0,20}",
     ),
-    ("bearer-token", rb"(?i:bearer)[ \t]{1,8}(?P<secret>[A-Za-z0-9._~+/-]{16,4096}+={0,2})", "auth", None),
+    ("bearer-token", rb"(?i:bearer)[ \t]{1,8}(?P<secret>[A-Za-z0-9._~+/-]{16,16000}+={0,2})", "auth", None),
     (
         "basic-auth",
         rb"(?i:authorization)" + _OPERATOR + rb"""["']?(?i:basic)[ \t]{1,8}(?P<secret>[A-Za-z0-9+/]{8,1024}+={0,2})""",
         "auth",
         None,
     ),
-    ("password", rb"(?i:passw(?:or)?d|passphrase|pwd)" + _OPERATOR + _VALUE, "password", None),
+    ("password", rb"(?i:passw(?:or)?d|passphrase|pwd" + _SHELL_PWD + rb")" + _OPERATOR + _VALUE, "password", None),
     ("secret", rb"(?i:secret[_-]?key|secret|token|api[_-]?key)" + _OPERATOR + _VALUE, "secret", None),
 )
 
@@ -245,15 +253,19 @@ _SECRET_GROUPS = {"password": _VALUE_GROUPS, "secret": _VALUE_GROUPS}
 
 # A private key block after its BEGIN line: base64 runs, line breaks (also escaped ones, as in JSON),
 # encapsulated headers, blank lines before more base64, and the END line, which closes the block.
+# Lines may be indented (YAML, heredocs) and end in spaces; JSON may escape `/` as `\/` (PHP does).
 BLOCK_END = "end"
 _BREAK = rb"(?:\r{0,4}\n|(?:\\r)?\\n)"  # a line break, or one escaped as in a JSON string
+_NEXT_LINE = rb"[ \t]{0,64}" + _BREAK + rb"[ \t]{0,64}"  # trailing blanks, the break, the next line's indent
+_BASE64 = rb"(?:[A-Za-z0-9+/=]|\\/)"
 BLOCK_STEP = analyse(
     re.compile(
-        rb"(?P<end>" + _BREAK + rb"-----END [A-Z0-9 ]{0,40}-----)"
-        rb"|" + _BREAK + rb"[A-Za-z][A-Za-z-]{0,30}: [^\r\n\\]{0,256}"  # Proc-Type:, DEK-Info:, Comment:
-        rb"|" + _BREAK + rb"(?=[A-Za-z0-9+/=])"
-        rb"|" + _BREAK + rb"(?=" + _BREAK + rb"[A-Za-z0-9+/=])"  # a blank line before more base64
+        rb"(?P<end>" + _NEXT_LINE + rb"-----END [A-Z0-9 ]{0,40}-----)"
+        rb"|" + _NEXT_LINE + rb"[A-Za-z][A-Za-z-]{0,30}: [^\r\n\\]{0,256}"  # Proc-Type:, DEK-Info:, Comment:
+        rb"|" + _NEXT_LINE + rb"(?=" + _BASE64 + rb")"
+        rb"|[ \t]{0,64}" + _BREAK + rb"(?=" + _NEXT_LINE + _BASE64 + rb")"  # a blank line before more base64
         rb"|[A-Za-z0-9+/=]{1,256}"
+        rb"|\\/"
     )
 )
 

@@ -1,9 +1,10 @@
 """A session's output through the masker: stdout and stderr each one stream, held bytes released when idle.
 
 The masker holds back only bytes that could still be the start of a secret. They are released as soon
-as later output decides them, or `idle_release` (20 ms) after they started waiting, whichever comes
-first: the timer starts when something is first held and is not pushed back by more output, so no byte
-waits longer than that.
+as later output decides them, or once the output has been quiet for `idle_release` (20 ms). Output that
+keeps coming does not release them early: a flush in the middle of a stream would show the start of a
+secret that the next packet completes. Only output that keeps a hold open without a pause for
+`MOST_HELD` (a second: a secret-like run trickling out slowly) is released then.
 
 Pieces that arrive in one turn of the event loop are masked together, at the end of that turn: one
 socket read holds several SSH packets, and the masker's cost is mostly per call, not per byte. Nothing
@@ -20,12 +21,18 @@ from collections.abc import Callable
 from bastion.masking import Masker
 
 Emit = Callable[[bytes, bool], None]  # (masked bytes, is stderr)
+MOST_HELD = 1.0  # seconds a byte may be held while output keeps coming without a pause
 
 
 class MaskedOutput:
-    def __init__(self, masker: Masker, idle_release: float, emit: Emit, counts: dict[str, int]) -> None:
+    def __init__(
+        self, masker: Masker, idle_release: float, emit: Emit, counts: dict[str, int], most_held: float = MOST_HELD
+    ) -> None:
         self._streams = (masker.stream(), masker.stream())  # stdout, stderr
         self._idle_release = idle_release
+        self._most_held = most_held
+        self._last_output = 0.0  # loop time of the last output masked
+        self._held_since: float | None = None  # loop time since when something has been held
         self._emit = emit
         self._counts = counts  # the recording's maskings, updated in place
         self._timer: asyncio.TimerHandle | None = None
@@ -47,6 +54,7 @@ class MaskedOutput:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._held_since = None
         for stderr, stream in enumerate(self._streams):
             released = stream.flush()
             if released:
@@ -71,8 +79,27 @@ class MaskedOutput:
         if not pending:
             return
         self._count()
-        if self._timer is None and any(stream.held for stream in self._streams):
-            self._timer = asyncio.get_running_loop().call_later(self._idle_release, self.flush)
+        loop = asyncio.get_running_loop()
+        self._last_output = loop.time()
+        if not (self._streams[0].held or self._streams[1].held):
+            self._held_since = None
+            return
+        if self._held_since is None:
+            self._held_since = self._last_output
+        if self._timer is None:
+            self._timer = loop.call_later(self._idle_release, self._when_idle)
+
+    def _when_idle(self) -> None:
+        """Flush once output has been quiet for `idle_release`, or something has been held too long."""
+        self._timer = None
+        if self._held_since is None:
+            return
+        loop = asyncio.get_running_loop()
+        due = min(self._last_output + self._idle_release, self._held_since + self._most_held)
+        if due - loop.time() > 0.001:  # (a timer may fire up to the clock's resolution early)
+            self._timer = loop.call_at(due, self._when_idle)
+        else:
+            self.flush()
 
     def _count(self) -> None:
         stdout, stderr = (stream.counts for stream in self._streams)
