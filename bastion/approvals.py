@@ -20,12 +20,16 @@ import builtins
 import contextlib
 import fnmatch
 import hashlib
+import hmac
+import os
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from bastion.audit.store import Store
@@ -155,6 +159,7 @@ class Approvals:
         self.store = store
         self.settings = settings or ApprovalSettings()
         self._clock = clock
+        self._grant_secret = grant_secret(store.path.parent)
         store.submit(_create_tables).result()
         uri = store.path.resolve().as_uri() + "?mode=ro"
         self._reader = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0)
@@ -164,6 +169,12 @@ class Approvals:
 
     def close(self) -> None:
         self._reader.close()
+
+    def _grant_key(self, action: Action) -> str:
+        """A grant's key: a keyed hash of the action as typed. The typed text may hold secrets, so it is not
+        stored, and the hash is keyed so that a short secret cannot be found by hashing guesses."""
+        digest = hmac.new(self._grant_secret, action_key(action).encode(), hashlib.sha256).hexdigest()
+        return "hmac-sha256:" + digest
 
     # Writes.
     def create(
@@ -246,7 +257,7 @@ class Approvals:
             "SELECT 1 FROM approval_grants WHERE user = ? AND host = ? AND login = ? AND action_key = ? "
             "AND until > ? LIMIT 1"
         )
-        args = (subject.user, subject.host, subject.login or "", _grant_key(action), self._clock())
+        args = (subject.user, subject.host, subject.login or "", self._grant_key(action), self._clock())
         with self._reader_lock:
             return self._reader.execute(query, args).fetchone() is not None
 
@@ -331,7 +342,7 @@ class Approvals:
             "login": subject.login,
             "kind": action_kind(action),
             "action": action_text(action),
-            "action_key": _grant_key(key_action or action),
+            "action_key": self._grant_key(key_action or action),
             "rule": decision.rule,
             "required": decision.approvals,
             "approvers": _SEP.join(approvers),
@@ -413,9 +424,27 @@ def _insert_request(c: sqlite3.Connection, row: dict[str, Any]) -> _Change:
     return _Change(_load(c, request_id), [("approval.create", {"id": request_id, **fields})])
 
 
-def _grant_key(action: Action) -> str:
-    """A grant's key: a hash of the action as typed (the typed text may hold secrets; it is not stored)."""
-    return "sha256:" + hashlib.sha256(action_key(action).encode()).hexdigest()
+GRANT_SECRET_FILE = "grant.key"
+
+
+def grant_secret(directory: Path) -> bytes:
+    """The key that grant windows are hashed with: 32 random bytes in a 0600 file beside the store, made
+    on first use (written aside, then linked into place, so that two processes agree on one)."""
+    path = directory / GRANT_SECRET_FILE
+    if not path.exists():
+        aside = directory / f".{GRANT_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(secrets.token_bytes(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+        aside.unlink()
+    if path.stat().st_mode & 0o077:
+        raise ApprovalError(f"{path}: the key is readable by others; run chmod 600 {path}")
+    secret = path.read_bytes()
+    if len(secret) != 32:
+        raise ApprovalError(f"{path}: expected a 32-byte key; remove the file to have a new one made")
+    return secret
 
 
 def _refusal(request: ApprovalRequest, vote: Vote, groups: tuple[str, ...], operator: bool) -> str | None:

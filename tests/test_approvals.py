@@ -21,7 +21,7 @@ from bastion.approvals import ApprovalError, ApprovalRequest, Approvals, Approva
 from bastion.approver_commands import approvals_command
 from bastion.audit.store import Store
 from bastion.cli_policy import approvals as approvals_cli
-from bastion.policy import Decision, Exec, Forward, McpTool, Policy, Rule, ShellLine, Subject
+from bastion.policy import Decision, Exec, Forward, McpTool, Policy, Rule, ShellLine, Subject, action_key
 
 ALICE = Subject("alice", ("ops",), "prod1", {"env": "prod"}, "mcp")
 RESTART = Exec("systemctl restart mcp")
@@ -481,3 +481,35 @@ def test_a_requester_who_leaves_while_the_request_is_being_stored_still_withdraw
     asyncio.run(run())
     queue.store.flush()
     assert [r.status for r in queue.list(pending_only=False, limit=10)] == ["withdrawn"]
+
+
+def test_a_grant_key_is_a_keyed_hash_that_guesses_cannot_confirm(store: Store, tmp_path: Path) -> None:
+    """The command as typed may hold a short password: its stored hash is keyed with a 0600 file's secret,
+    so hashing guesses of the command finds nothing, and another installation's keys differ."""
+    import hashlib
+    import sqlite3
+
+    queue = Approvals(store)
+    typed = Exec("mysql -u app -phunter2 -e 'select 1'")
+    created = queue.create(ALICE, Exec("mysql -u app -p[masked] -e 'select 1'"), approve_decision(), key_action=typed)
+    queue.close()
+    key_file = tmp_path / "grant.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+    time.sleep(0.1)  # the store commits
+    stored = sqlite3.connect(store.path).execute("SELECT action_key FROM approval_requests WHERE id = ?", (created.id,))
+    key = stored.fetchone()[0]
+    assert key.startswith("hmac-sha256:") and "hunter2" not in key
+    assert hashlib.sha256(action_key(typed).encode()).hexdigest() not in key
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    other_store = Store(elsewhere / "bastion.db")
+    other, again = Approvals(other_store), Approvals(store)
+    assert other._grant_key(typed) != key and again._grant_key(typed) == key
+    other.close(), again.close(), other_store.close()
+
+
+def test_a_grant_key_file_readable_by_others_is_refused(store: Store, tmp_path: Path) -> None:
+    Approvals(store).close()
+    (tmp_path / "grant.key").chmod(0o644)
+    with pytest.raises(ApprovalError, match="readable by others; run chmod 600"):
+        Approvals(store)

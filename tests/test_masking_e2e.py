@@ -134,6 +134,22 @@ def test_a_secret_in_the_command_line_is_masked_where_it_is_stored(env: BastionE
     assert exec_events == [{"command": f"echo {marker} [masked:github-token]"}]
 
 
+def test_an_environment_value_is_stored_masked_by_its_name(env: BastionEnv) -> None:
+    """`LC_*` is accepted by default: its value is masked with the name that says what it is."""
+    marker = uuid.uuid4().hex[:8]
+    options = ["-o", "SetEnv=LC_DB_PASSWORD=hunter2-horse LC_NOTE=plain-words"]
+    result = subprocess.run(
+        ["ssh", "-F", str(env.ssh_config), *options, "-J", "bastion", f"{env.login}@mcp-host", f"echo {marker}"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    session = env.store().session(env.latest_session(marker))
+    assert session is not None
+    stored = {e.fields()["name"]: e.fields()["value"] for e in env.store().events(session.id) if e.type == "env"}
+    assert stored == {"LC_DB_PASSWORD": "[masked:password]", "LC_NOTE": "plain-words"}
+
+
 def test_file_transfers_are_not_masked_by_default(env: BastionEnv, secrets_file: tuple[str, list[str]]) -> None:
     name, secrets = secrets_file
     target = Path(env.root / f"copy-{uuid.uuid4().hex[:6]}.txt")

@@ -203,8 +203,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
                 self.masked = MaskedOutput(masker, settings.idle_release, self._emit, self.recording.maskings)
         env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
         for name, value in sorted(env.items()):
-            shown = self.masking[0].mask_text(value) if self.masking is not None else value
-            self.recording.note(ev.ENV, name=name, value=shown)
+            self.recording.note(ev.ENV, name=name, value=self._masked_env_value(name, value))
         options: dict[str, Any] = {"env": env or (), "encoding": None, "max_pktsize": UPSTREAM_MAX_PACKET}
         if self.pty is not None:
             term, size, modes = self.pty
@@ -214,7 +213,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
                 lambda: TargetSide(self), self.command, subsystem=self.subsystem, **options
             )
         except (asyncssh.Error, OSError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+            reason = self._masked(getattr(exc, "reason", None) or str(exc))
             self.client.write_stderr(f"bastion: the target refused the session: {reason}\r\n".encode())
             self.recording.note(ev.MARKER, text=f"target refused the session: {reason}")
             self.recording.close("target refused the session", exit_status=255)
@@ -401,11 +400,22 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         elif side.exit_signal is not None:
             signal, core_dumped, msg, lang = side.exit_signal
             self.recording.close("exit", exit_signal=signal)
-            self.client.exit_with_signal(signal, core_dumped, msg, lang)
+            self.client.exit_with_signal(signal, core_dumped, self._masked(msg), lang)
         else:
             reason = "target closed the session" if exc is None else f"target connection lost: {exc}"
             self.recording.close(reason)
             self.client.close()
+
+    def _masked(self, text: str) -> str:
+        """Text from the target shown to the client or stored: masked, if masking is on."""
+        return self.masking[0].mask_text(text) if self.masking is not None else text
+
+    def _masked_env_value(self, name: str, value: str) -> str:
+        """A value is masked together with its name: `DB_PASSWORD` says what `hunter2` is."""
+        if self.masking is None:
+            return value
+        assignment = self.masking[0].mask_text(f"{name}={value}")
+        return assignment[len(name) + 1 :] if assignment.startswith(f"{name}=") else assignment
 
     def _transfers(self, found: list[Transfer | FileOperation]) -> None:
         if self.sftp is not None and self.sftp.broken and not self._sftp_broken_noted:
