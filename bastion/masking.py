@@ -29,7 +29,7 @@ __all__ = ["PACKS", "MaskPattern", "Masker", "MaskingSettings", "MaskingStream"]
 
 PATTERN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 STEP = 64 * 1024  # larger pieces are masked in steps of this size (measured fastest: bench/masking)
-HELD_LIMIT = 32768  # held bytes past this are released at once (only escape sequences can pile up so)
+HELD_LIMIT = 262144  # held bytes past this are released at once (only escape sequences can pile up so)
 
 
 def compile_pattern(regex: str) -> RegexShape:

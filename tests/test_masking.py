@@ -436,10 +436,23 @@ def test_held_bytes_have_a_limit() -> None:
     """Escape sequences do not count towards a secret's length, so a flood of them is cut off."""
     stream = MASKER.stream()
     out = stream.feed(b"x AKIA")
-    for _ in range(100):
-        out += stream.feed(b"\x1b[0m" * 256)
+    for _ in range(40):
+        out += stream.feed(b"\x1b[0m" * 2048)
         assert stream.held <= HELD_LIMIT
     assert out.startswith(b"x AKIA\x1b[0m")
+
+
+def test_a_token_coloured_character_by_character_is_masked_at_any_chunk_size() -> None:
+    """A rainbow filter puts a sequence before every character: 10x the raw bytes, still one secret."""
+    payload = "c3ViIjoiMTIzNDU2Nzg5MCJ9" * 560
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJ" + payload + ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    raw = b"id " + b"".join(b"\x1b[38;5;%dm%s" % (index % 230, char.encode()) for index, char in enumerate(token))
+    raw += b"\x1b[0m done\n"
+    whole = MASKER.mask(raw)[0]
+    assert whole.startswith(b"id \x1b[38;5;0m[masked:jwt]\x1b[38;5;1m") and whole.endswith(b"\x1b[0m done\n")
+    for size in (4096, 32768):
+        out, _, _ = feed_in_pieces(MASKER, raw, list(range(size, len(raw), size)))
+        assert out == whole
 
 
 def test_hold_is_bounded_for_a_long_run_that_could_be_a_secret() -> None:
