@@ -151,7 +151,7 @@ _NOT_A_VALUE = (
 )
 _VALUE = (
     _NOT_A_VALUE + rb"""(?:"(?P<quoted>[^"\r\n]{1,256})|'(?P<single>[^'\r\n]{1,256})"""
-    rb"""|(?P<bare>[^\s"',;&=<>()\[\]{}$%*][^\s"',;&<>]{0,255}))"""
+    rb"""|(?P<bare>[^\s"',;&=<>()\[\]{}$%*][^\s",;&<>]{0,255}))"""  # a bare value may hold ' (it's)
 )
 _VALUE_GROUPS = ("quoted", "single", "bare")
 # after `pwd`: not the shell's PWD or OLDPWD (`env`, `export -p`, os.environ), a name on its own set to

@@ -303,3 +303,17 @@ def test_shell_pwd_and_oldpwd_are_not_passwords(text: str) -> None:
 def test_pwd_keyword_is_still_a_password(text: str, expected: str) -> None:
     assert masked(text) == expected
     assert_chunk_independent(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password: it's-a-secret\n", "password: [masked:password]\n"),  # YAML, INI: an apostrophe inside
+        ("DB_PASSWORD=it's\n", "DB_PASSWORD=[masked:password]\n"),
+        ("WHERE password='x' AND", "WHERE password='[masked:password]' AND"),  # quoted: the quotes stay
+        ("echo 'password=abc' done", "echo 'password=[masked:password] done"),  # a closing quote goes too
+    ],
+)
+def test_a_bare_value_runs_past_an_apostrophe(text: str, expected: str) -> None:
+    assert masked(text) == expected
+    assert_chunk_independent(text)
