@@ -154,12 +154,17 @@ class Approvals:
     """Approval requests in the store: create, decide, wait, withdraw, expire, and grant windows."""
 
     def __init__(
-        self, store: Store, settings: ApprovalSettings | None = None, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        settings: ApprovalSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        grant_secret: bytes | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or ApprovalSettings()
         self._clock = clock
-        self._grant_secret = grant_secret(store.path.parent)
+        # loaded when first needed (`bastion serve` passes it): approvers' commands never hash an action
+        self._grant_secret = grant_secret
         store.submit(_create_tables).result()
         uri = store.path.resolve().as_uri() + "?mode=ro"
         self._reader = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0)
@@ -173,6 +178,8 @@ class Approvals:
     def _grant_key(self, action: Action) -> str:
         """A grant's key: a keyed hash of the action as typed. The typed text may hold secrets, so it is not
         stored, and the hash is keyed so that a short secret cannot be found by hashing guesses."""
+        if self._grant_secret is None:
+            self._grant_secret = load_grant_secret(self.store.path.parent)
         digest = hmac.new(self._grant_secret, action_key(action).encode(), hashlib.sha256).hexdigest()
         return "hmac-sha256:" + digest
 
@@ -427,7 +434,7 @@ def _insert_request(c: sqlite3.Connection, row: dict[str, Any]) -> _Change:
 GRANT_SECRET_FILE = "grant.key"
 
 
-def grant_secret(directory: Path) -> bytes:
+def load_grant_secret(directory: Path) -> bytes:
     """The key that grant windows are hashed with: 32 random bytes in a 0600 file beside the store, made
     on first use (written aside, then linked into place, so that two processes agree on one)."""
     path = directory / GRANT_SECRET_FILE

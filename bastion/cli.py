@@ -12,6 +12,7 @@ import asyncssh
 import click
 
 from bastion import config as config_mod
+from bastion.approvals import ApprovalError, load_grant_secret
 from bastion.cli_audit import audit
 from bastion.cli_idp import dev_idp
 from bastion.cli_login import login, ssh_config
@@ -65,6 +66,10 @@ def serve(settings: config_mod.Settings) -> None:
 
     if not Authorities.is_initialised(settings.server.state_dir):
         Authorities.init(settings.server.state_dir)
+    try:
+        load_grant_secret(settings.server.state_dir)  # made now, so that a problem with it is one line here
+    except (ApprovalError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     run(settings)
 
 

@@ -154,10 +154,10 @@ _VALUE = (
     rb"""|(?P<bare>[^\s"',;&=<>()\[\]{}$%*][^\s",;&<>]{0,255}))"""  # a bare value may hold ' (it's)
 )
 _VALUE_GROUPS = ("quoted", "single", "bare")
-# after `pwd`: not the shell's PWD or OLDPWD (`env`, `export -p`, os.environ), a name on its own set to
-# an absolute path (looked at from after the keyword, so that the search for undecided starts stays fast)
+# after `pwd`: not the shell's PWD or OLDPWD (`env`, `export -p`, os.environ): those names, in capitals and
+# on their own, set to an absolute path (looked at from after the keyword: the undecided-start search stays fast)
 _SHELL_PWD = (
-    rb"""(?!(?:(?<![A-Za-z0-9_](?i:pwd))|(?<=(?i:oldpwd))(?<![A-Za-z0-9_](?i:oldpwd)))""" + _OPERATOR + rb"""["']?/)"""
+    rb"""(?!(?-i:(?<=PWD)(?<![A-Za-z0-9_]PWD)|(?<=OLDPWD)(?<![A-Za-z0-9_]OLDPWD))""" + _OPERATOR + rb"""["']?/)"""
 )
 _B = rb"(?<![A-Za-z0-9_])"  # a token starts at a word boundary
 
@@ -257,13 +257,15 @@ _SECRET_GROUPS = {"password": _VALUE_GROUPS, "secret": _VALUE_GROUPS}
 BLOCK_END = "end"
 _BREAK = rb"(?:\r{0,4}\n|(?:\\r)?\\n)"  # a line break, or one escaped as in a JSON string
 _NEXT_LINE = rb"[ \t]{0,64}" + _BREAK + rb"[ \t]{0,64}"  # trailing blanks, the break, the next line's indent
+# several breaks: blank lines, or cursor moves between the lines of a screen (each shows as a line feed)
+_BREAKS = rb"(?:[ \t]{0,64}" + _BREAK + rb"){1,8}[ \t\r]{0,64}"
 _BASE64 = rb"(?:[A-Za-z0-9+/=]|\\/)"
 BLOCK_STEP = analyse(
     re.compile(
-        rb"(?P<end>" + _NEXT_LINE + rb"-----END [A-Z0-9 ]{0,40}-----)"
+        rb"(?P<end>" + _BREAKS + rb"-----END [A-Z0-9 ]{0,40}-----)"
         rb"|" + _NEXT_LINE + rb"[A-Za-z][A-Za-z-]{0,30}: [^\r\n\\]{0,256}"  # Proc-Type:, DEK-Info:, Comment:
-        rb"|" + _NEXT_LINE + rb"(?=" + _BASE64 + rb")"
-        rb"|[ \t]{0,64}" + _BREAK + rb"(?=" + _NEXT_LINE + _BASE64 + rb")"  # a blank line before more base64
+        rb"|" + _BREAKS + rb"(?=" + _BASE64 + rb")"
+        rb"|[A-Za-z0-9+/=]{1,256}[ \t]{1,8}(?=[A-Za-z0-9+/=]{16})"  # a cursor move along a line shows as a space
         rb"|[A-Za-z0-9+/=]{1,256}"
         rb"|\\/"
     )

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import time
 
-from bastion.approvals import Approvals
+from bastion.approvals import Approvals, load_grant_secret
 from bastion.audit import retention
 from bastion.audit.recording import close_interrupted
 from bastion.audit.seal import Sealer
@@ -34,7 +34,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     ctx.verifier = TokenVerifier(settings.identity)
     ctx.policy = Policy(settings.rules)
     ctx.masker = Masker.from_settings(settings.masking)
-    ctx.approvals = Approvals(store, settings.approvals)
+    ctx.approvals = Approvals(store, settings.approvals, grant_secret=load_grant_secret(settings.server.state_dir))
     interrupted = close_interrupted(store, sealer)
     if interrupted:
         ctx.audit("sessions.interrupted", sessions=interrupted)

@@ -20,6 +20,7 @@ from bastion import config as config_mod
 from bastion.approvals import ApprovalError, ApprovalRequest, Approvals, ApprovalSettings
 from bastion.approver_commands import approvals_command
 from bastion.audit.store import Store
+from bastion.cli import main
 from bastion.cli_policy import approvals as approvals_cli
 from bastion.policy import Decision, Exec, Forward, McpTool, Policy, Rule, ShellLine, Subject, action_key
 
@@ -508,8 +509,29 @@ def test_a_grant_key_is_a_keyed_hash_that_guesses_cannot_confirm(store: Store, t
     other.close(), again.close(), other_store.close()
 
 
-def test_a_grant_key_file_readable_by_others_is_refused(store: Store, tmp_path: Path) -> None:
-    Approvals(store).close()
-    (tmp_path / "grant.key").chmod(0o644)
-    with pytest.raises(ApprovalError, match="readable by others; run chmod 600"):
-        Approvals(store)
+def test_a_grant_key_file_readable_by_others_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`bastion serve` makes the key at start; a key others can read stops it with one line, no traceback."""
+    from bastion.approvals import load_grant_secret
+
+    config = tmp_path / "bastion.toml"
+    config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\nlisten = "127.0.0.1:1"\n')
+    (tmp_path / "state").mkdir(mode=0o700)
+    load_grant_secret(tmp_path / "state").hex()
+    (tmp_path / "state" / "grant.key").chmod(0o644)
+    result = CliRunner().invoke(main, ["serve", "-c", str(config)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().endswith(
+        "grant.key: the key is readable by others; run chmod 600 " + str(tmp_path / "state" / "grant.key")
+    )
+
+
+def test_approvers_commands_need_no_grant_key(store: Store, tmp_path: Path) -> None:
+    """Approvers may run `bastion approvals` as another Unix user: listing and deciding never read the key."""
+    queue = Approvals(store, grant_secret=b"k" * 32)
+    created = request(queue)
+    queue.close()
+    approver = Approvals(store)
+    approver.list()
+    approver.decide("bob", ("leads",), created.id, True)
+    approver.close()
+    assert not (tmp_path / "grant.key").exists()

@@ -51,3 +51,27 @@ def test_a_hold_kept_open_by_a_trickle_is_released_after_most_held() -> None:
     sent = asyncio.run(stream(pieces, 0.005, most_held=0.15))
     first_held_release = next(when for when, data in sent if b"eyJ" in data)
     assert 0.14 <= first_held_release < 0.35
+
+
+@pytest.mark.parametrize("run", range(4))
+def test_steady_output_longer_than_most_held_is_not_flushed_mid_secret(run: int) -> None:
+    """Most packets end in a few held bytes, each time new ones: only a byte held `most_held` long is
+    forced out, so a key split between two packets 15 ms apart in a steady stream is masked, also when
+    it comes `most_held` after the stream began."""
+
+    async def steady() -> bytes:
+        sent: list[bytes] = []
+        output = MaskedOutput(MASKER, 0.02, lambda data, _: sent.append(data), {}, most_held=0.2)
+        for i in range(36 + run):  # 0.18-0.2 s at 5 ms: the split falls where a clock started at the first
+            # hold would force a flush (most_held, 0.2 s)
+            output.feed(LINE + b"%d user" % i, False)
+            await asyncio.sleep(0.005)
+        output.feed(b" key AKIAIOSF", False)
+        await asyncio.sleep(0.015)
+        output.feed(b"ODNN7EXAMPLE ok\n", False)
+        await asyncio.sleep(0.05)
+        output.flush()
+        return b"".join(sent)
+
+    shown = asyncio.run(steady())
+    assert b"IOSF" not in shown and shown.endswith(b" key [masked:aws-key] ok\n")

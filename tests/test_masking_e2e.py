@@ -135,9 +135,10 @@ def test_a_secret_in_the_command_line_is_masked_where_it_is_stored(env: BastionE
 
 
 def test_an_environment_value_is_stored_masked_by_its_name(env: BastionEnv) -> None:
-    """`LC_*` is accepted by default: its value is masked with the name that says what it is."""
+    """`LC_*` is accepted by default: a value is stored masked whole when its name says it is secret, or when
+    anything in it would be masked (the masker alone would mask only the first word of a password)."""
     marker = uuid.uuid4().hex[:8]
-    options = ["-o", "SetEnv=LC_DB_PASSWORD=hunter2-horse LC_NOTE=plain-words"]
+    options = ["-o", 'SetEnv=LC_DB_PASSWORD="c0rrect horse battery" LC_NOTE="mail jane@example.org" LC_X=plain-words']
     result = subprocess.run(
         ["ssh", "-F", str(env.ssh_config), *options, "-J", "bastion", f"{env.login}@mcp-host", f"echo {marker}"],
         capture_output=True,
@@ -147,7 +148,7 @@ def test_an_environment_value_is_stored_masked_by_its_name(env: BastionEnv) -> N
     session = env.store().session(env.latest_session(marker))
     assert session is not None
     stored = {e.fields()["name"]: e.fields()["value"] for e in env.store().events(session.id) if e.type == "env"}
-    assert stored == {"LC_DB_PASSWORD": "[masked:password]", "LC_NOTE": "plain-words"}
+    assert stored == {"LC_DB_PASSWORD": "[masked:env]", "LC_NOTE": "[masked:env]", "LC_X": "plain-words"}
 
 
 def test_file_transfers_are_not_masked_by_default(env: BastionEnv, secrets_file: tuple[str, list[str]]) -> None:

@@ -3,8 +3,9 @@
 The masker holds back only bytes that could still be the start of a secret. They are released as soon
 as later output decides them, or once the output has been quiet for `idle_release` (20 ms). Output that
 keeps coming does not release them early: a flush in the middle of a stream would show the start of a
-secret that the next packet completes. Only output that keeps a hold open without a pause for
-`MOST_HELD` (a second: a secret-like run trickling out slowly) is released then.
+secret that the next packet completes. Only a byte that stays held for `MOST_HELD` (a second) while
+output never pauses (a secret-like run trickling out slowly) is released then; most packets end in a
+few held bytes, but those are new ones each time, and their clock starts afresh.
 
 Pieces that arrive in one turn of the event loop are masked together, at the end of that turn: one
 socket read holds several SSH packets, and the masker's cost is mostly per call, not per byte. Nothing
@@ -32,7 +33,9 @@ class MaskedOutput:
         self._idle_release = idle_release
         self._most_held = most_held
         self._last_output = 0.0  # loop time of the last output masked
-        self._held_since: float | None = None  # loop time since when something has been held
+        self._fed = [0, 0]  # bytes fed to each stream so far
+        self._oldest = [0, 0]  # offset in each stream of its oldest held byte ...
+        self._held_at: list[float | None] = [None, None]  # ... and since when it has been held
         self._emit = emit
         self._counts = counts  # the recording's maskings, updated in place
         self._timer: asyncio.TimerHandle | None = None
@@ -54,7 +57,7 @@ class MaskedOutput:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._held_since = None
+        self._held_at = [None, None]
         for stderr, stream in enumerate(self._streams):
             released = stream.flush()
             if released:
@@ -73,6 +76,7 @@ class MaskedOutput:
                 end += 1
             data = pending[start][0] if end == start + 1 else b"".join(data for data, _ in pending[start:end])
             start = end
+            self._fed[stderr] += len(data)
             released = self._streams[stderr].feed(data)
             if released:
                 self._emit(released, stderr)
@@ -80,22 +84,26 @@ class MaskedOutput:
             return
         self._count()
         loop = asyncio.get_running_loop()
-        self._last_output = loop.time()
-        if not (self._streams[0].held or self._streams[1].held):
-            self._held_since = None
+        now = self._last_output = loop.time()
+        for index, stream in enumerate(self._streams):
+            oldest = self._fed[index] - stream.held  # what is held is always the end of what was fed
+            if not stream.held:
+                self._held_at[index] = None
+            elif self._held_at[index] is None or oldest != self._oldest[index]:
+                self._oldest[index], self._held_at[index] = oldest, now
+        if self._held_at == [None, None]:
             return
-        if self._held_since is None:
-            self._held_since = self._last_output
         if self._timer is None:
             self._timer = loop.call_later(self._idle_release, self._when_idle)
 
     def _when_idle(self) -> None:
         """Flush once output has been quiet for `idle_release`, or something has been held too long."""
         self._timer = None
-        if self._held_since is None:
+        held_since = min((when for when in self._held_at if when is not None), default=None)
+        if held_since is None:
             return
         loop = asyncio.get_running_loop()
-        due = min(self._last_output + self._idle_release, self._held_since + self._most_held)
+        due = min(self._last_output + self._idle_release, held_since + self._most_held)
         if due - loop.time() > 0.001:  # (a timer may fire up to the clock's resolution early)
             self._timer = loop.call_at(due, self._when_idle)
         else:

@@ -8,6 +8,7 @@ buffer fills, the other side stops reading, so a slow peer never makes the basti
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +28,9 @@ from bastion.ssh.shell_lines import PipedLines, ShellLines, runs_a_shell
 SUBSYSTEMS = ("sftp",)
 SHELL_SYNTAX = ";&|$`<>()\n\r"
 SFTP_MAX_PACKET = 16 * 1024 * 1024
+# environment variables whose values are stored as MASKED_ENV_VALUE, whatever the value looks like
+SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|credential|auth|cookie|session", re.IGNORECASE)
+MASKED_ENV_VALUE = "[masked:env]"
 # Target data arrives in chunks of at most this size, so that one chunk plus the inner SSH
 # packet's framing fits in one packet of the outer channel (OpenSSH's 32 KiB): halves the
 # packets the bastion sends for bulk output (measured: 49k -> 25k sends per 200 MB).
@@ -203,7 +207,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
                 self.masked = MaskedOutput(masker, settings.idle_release, self._emit, self.recording.maskings)
         env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
         for name, value in sorted(env.items()):
-            self.recording.note(ev.ENV, name=name, value=self._masked_env_value(name, value))
+            shown_name, shown_value = self._masked_env(name, value)
+            self.recording.note(ev.ENV, name=shown_name, value=shown_value)
         options: dict[str, Any] = {"env": env or (), "encoding": None, "max_pktsize": UPSTREAM_MAX_PACKET}
         if self.pty is not None:
             term, size, modes = self.pty
@@ -410,12 +415,16 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         """Text from the target shown to the client or stored: masked, if masking is on."""
         return self.masking[0].mask_text(text) if self.masking is not None else text
 
-    def _masked_env_value(self, name: str, value: str) -> str:
-        """A value is masked together with its name: `DB_PASSWORD` says what `hunter2` is."""
+    def _masked_env(self, name: str, value: str) -> tuple[str, str]:
+        """A variable as stored: a value is masked whole when its name says it is secret (`LC_DB_PASSWORD`)
+        or when masking `NAME=value` finds anything in it; the masker alone would mask only a first word."""
         if self.masking is None:
-            return value
-        assignment = self.masking[0].mask_text(f"{name}={value}")
-        return assignment[len(name) + 1 :] if assignment.startswith(f"{name}=") else assignment
+            return name, value
+        masker = self.masking[0]
+        assignment = f"{name}={value}"
+        if SECRET_NAME.search(name) or masker.mask_text(assignment) != assignment:
+            return masker.mask_text(name), MASKED_ENV_VALUE
+        return name, value
 
     def _transfers(self, found: list[Transfer | FileOperation]) -> None:
         if self.sftp is not None and self.sftp.broken and not self._sftp_broken_noted:
