@@ -435,8 +435,8 @@ GRANT_SECRET_FILE = "grant.key"
 
 
 def load_grant_secret(directory: Path) -> bytes:
-    """The key that grant windows are hashed with: 32 random bytes in a 0600 file beside the store, made
-    on first use (written aside, then linked into place, so that two processes agree on one)."""
+    """The key that grant windows are hashed with: 32 random bytes in a 0600 file in `directory` (the state
+    directory), made on first use (written aside, then linked into place, so two processes agree on one)."""
     path = directory / GRANT_SECRET_FILE
     if not path.exists():
         aside = directory / f".{GRANT_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
@@ -13,9 +12,8 @@ from pydantic import ValidationError
 from bastion.masking import HELD_LIMIT, Masker, MaskingSettings, MaskPattern
 from bastion.masking_packs import iban_valid, luhn_valid
 from bastion.masking_regex import UnsupportedPattern, analyse
-from bastion.masking_scan import CombinedPrefilter, LiteralPrefilter, Prefilter
+from tests.masking_support import BRUTE_FORCE, MASKER, MASKERS, feed_in_pieces
 
-MASKER = Masker.from_settings(MaskingSettings())
 GITHUB = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 PEM = (
@@ -28,20 +26,6 @@ PEM = (
 
 def masked(text: str, masker: Masker = MASKER) -> str:
     return masker.mask_text(text)
-
-
-def prefilters() -> list[Prefilter]:
-    """The standard library's, and google-re2's when it is installed: both must give the same output."""
-    found: list[Prefilter] = [LiteralPrefilter(MASKER.families)]
-    try:
-        import re2  # type: ignore[import-not-found]
-    except ImportError:
-        return found
-    return [*found, CombinedPrefilter(MASKER.families, re2)]
-
-
-MASKERS = [Masker(MASKER.detectors, prefilter) for prefilter in prefilters()]
-BRUTE_FORCE = Masker([dataclasses.replace(detector, family=None) for detector in MASKER.detectors])
 
 
 # Each detector: true positives ------------------------------------------------------------------
@@ -335,17 +319,6 @@ outputs = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)), m
     lambda parts: "".join(parts).encode("utf-8", "surrogatepass")
 )
 HYPOTHESIS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def feed_in_pieces(masker: Masker, data: bytes, cuts: list[int]) -> tuple[bytes, dict[str, int], int]:
-    stream = masker.stream()
-    out, last, most_held = [], 0, 0
-    for cut in [*sorted({min(cut, len(data)) for cut in cuts}), len(data)]:
-        out.append(stream.feed(data[last:cut]))
-        most_held = max(most_held, stream.held)
-        last = cut
-    out.append(stream.flush())
-    return b"".join(out), stream.counts, most_held
 
 
 @HYPOTHESIS

@@ -3,45 +3,16 @@ JWTs, URL passwords with `@`, and the shell's PWD and OLDPWD (which are not pass
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
 
-from bastion.masking import Masker, MaskingSettings
 from bastion.masking_packs import BLOCK_STEP
-from bastion.masking_scan import CombinedPrefilter, LiteralPrefilter, Prefilter
-
-MASKER = Masker.from_settings(MaskingSettings())
-BRUTE_FORCE = Masker([dataclasses.replace(detector, family=None) for detector in MASKER.detectors])
-
-
-def prefilters() -> list[Prefilter]:
-    found: list[Prefilter] = [LiteralPrefilter(MASKER.families)]
-    try:
-        import re2  # type: ignore[import-not-found]
-    except ImportError:
-        return found
-    return [*found, CombinedPrefilter(MASKER.families, re2)]
-
-
-MASKERS = [Masker(MASKER.detectors, prefilter) for prefilter in prefilters()]
+from tests.masking_support import BRUTE_FORCE, MASKER, MASKERS, feed_in_pieces
 
 
 def masked(text: str) -> str:
     return MASKER.mask_text(text)
-
-
-def fed(data: bytes, cuts: list[int], masker: Masker = MASKER) -> tuple[bytes, int]:
-    """`data` fed to one stream in pieces cut at `cuts`, then flushed; and the most bytes it held."""
-    stream = masker.stream()
-    out, last, most_held = [], 0, 0
-    for cut in [*sorted(set(cuts)), len(data)]:
-        out.append(stream.feed(data[last:cut]))
-        most_held = max(most_held, stream.held)
-        last = cut
-    out.append(stream.flush())
-    return b"".join(out), most_held
 
 
 def assert_chunk_independent(text: str, byte_by_byte: bool = True, splits: int = 5) -> None:
@@ -53,10 +24,10 @@ def assert_chunk_independent(text: str, byte_by_byte: bool = True, splits: int =
     for masker in MASKERS:
         assert masker.mask(data)[0] == whole
         if byte_by_byte:
-            assert fed(data, list(range(1, len(data))), masker)[0] == whole
+            assert feed_in_pieces(masker, data, list(range(1, len(data))))[0] == whole
         for _ in range(splits):
             cuts = [rng.randrange(len(data) + 1) for _ in range(rng.randint(1, 40))]
-            out, most_held = fed(data, cuts, masker)
+            out, _, most_held = feed_in_pieces(masker, data, cuts)
             assert out == whole, cuts
             assert most_held <= masker.longest_hold
 
