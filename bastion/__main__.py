@@ -1,5 +1,5 @@
 """`python -m bastion` runs the command line."""
 
-from bastion.cli import main
+from bastion.cli.main import main
 
 main()

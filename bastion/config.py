@@ -22,7 +22,6 @@ from pydantic import (
     model_validator,
 )
 
-from bastion.approvals import ApprovalSettings
 from bastion.config_types import (
     HOST_NAME,
     LOGIN_NAME,
@@ -33,9 +32,10 @@ from bastion.config_types import (
     parse_duration,
     resolve_path,
 )
+from bastion.control.approvals import ApprovalSettings
+from bastion.control.policy import Rule, check_rules
 from bastion.identity.issuers import IdentitySettings
-from bastion.masking import MaskingSettings
-from bastion.policy import Rule, check_rules
+from bastion.masking.masker import MaskingSettings
 
 __all__ = ["LOGIN_NAME", "ConfigError", "Settings", "load", "parse_address", "parse_duration"]
 

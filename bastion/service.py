@@ -7,19 +7,19 @@ import contextlib
 import signal
 import time
 
-from bastion.approvals import Approvals, load_grant_secret
 from bastion.audit import retention
 from bastion.audit.recording import close_interrupted
 from bastion.audit.seal import Sealer
-from bastion.audit.store import Store
 from bastion.config import Settings
+from bastion.control.approvals import Approvals, load_grant_secret
+from bastion.control.policy import Policy
 from bastion.identity.ca import Authorities
 from bastion.identity.oidc import TokenVerifier
 from bastion.logs import log
-from bastion.masking import Masker
-from bastion.policy import Policy
+from bastion.masking.masker import Masker
 from bastion.ssh import server
 from bastion.ssh.context import BastionContext
+from bastion.storage.store import Store
 
 PRUNE_INTERVAL = 3600.0
 REVOCATION_POLL = 1.0

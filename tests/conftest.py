@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from bastion.audit.store import Store
-from bastion.targets import TargetSshd, ensure_login, free_port
+from bastion.demo.targets import TargetSshd, ensure_login, free_port
+from bastion.storage.store import Store
 
 BIN = Path(sys.executable).parent
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from bastion.masking import Masker, MaskingSettings
-from bastion.masking_scan import CombinedPrefilter, LiteralPrefilter, Prefilter
+from bastion.masking.masker import Masker, MaskingSettings
+from bastion.masking.scan import CombinedPrefilter, LiteralPrefilter, Prefilter
 
 MASKER = Masker.from_settings(MaskingSettings())
 # every detector scanned on its own, without anchors: what the prefilters must agree with

@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from bastion import config as config_mod
-from bastion.approvals import ApprovalError, ApprovalRequest, Approvals, ApprovalSettings
-from bastion.approver_commands import approvals_command
-from bastion.audit.store import Store
-from bastion.cli import main
-from bastion.cli_policy import approvals as approvals_cli
-from bastion.policy import Decision, Exec, Forward, McpTool, Policy, Rule, ShellLine, Subject, action_key
+from bastion.cli.main import main
+from bastion.cli.policy import approvals as approvals_cli
+from bastion.control.approvals import ApprovalError, ApprovalRequest, Approvals, ApprovalSettings
+from bastion.control.approver_commands import approvals_command
+from bastion.control.policy import Decision, Exec, Forward, McpTool, Policy, Rule, ShellLine, Subject, action_key
+from bastion.storage.store import Store
 
 ALICE = Subject("alice", ("ops",), "prod1", {"env": "prod"}, "mcp")
 RESTART = Exec("systemctl restart mcp")
@@ -279,8 +279,8 @@ def test_wait_wakes_within_a_second_of_a_decision_in_another_process(store: Stor
     script = f"""
 import time
 from pathlib import Path
-from bastion.approvals import Approvals
-from bastion.audit.store import Store
+from bastion.control.approvals import Approvals
+from bastion.storage.store import Store
 store = Store(Path({str(store.path)!r}))
 approvals = Approvals(store)
 approvals.decide("bob", ("leads",), {created.id}, False, "not now")
@@ -455,7 +455,7 @@ def test_a_requester_who_leaves_while_the_request_is_being_stored_still_withdraw
     """The gate's wait is cancelled while the store is still writing the request: once written, it is withdrawn."""
     from types import SimpleNamespace
 
-    from bastion.ssh.gate import Gate
+    from bastion.control.gate import Gate
 
     stored = queue.create_async
 
@@ -511,7 +511,7 @@ def test_a_grant_key_is_a_keyed_hash_that_guesses_cannot_confirm(store: Store, t
 
 def test_a_grant_key_file_readable_by_others_is_refused_in_one_line(tmp_path: Path) -> None:
     """`bastion serve` makes the key at start; a key others can read stops it with one line, no traceback."""
-    from bastion.approvals import load_grant_secret
+    from bastion.control.approvals import load_grant_secret
 
     config = tmp_path / "bastion.toml"
     config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\nlisten = "127.0.0.1:1"\n')

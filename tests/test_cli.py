@@ -108,7 +108,7 @@ def test_serve_initialises_an_empty_state_directory(tmp_path: Path) -> None:
     import socket
     import time
 
-    from bastion.targets import free_port
+    from bastion.demo.targets import free_port
 
     port = free_port()
     path = tmp_path / "bastion.toml"

@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from bastion.cli_idp import dev_idp
-from bastion.identity.devidp import (
+from bastion.cli.dev_idp import dev_idp
+from bastion.demo.devidp import (
     Client,
     DevIdp,
     DevIdpError,
@@ -405,7 +405,7 @@ def test_serve_dev_idp_stops_cleanly_at_the_end_of_the_block(key: SigningKey) ->
 
 
 def test_the_command_prints_the_banner_and_serves_until_terminated(tmp_path: Path) -> None:
-    code = "from bastion.cli_idp import dev_idp; dev_idp()"
+    code = "from bastion.cli.dev_idp import dev_idp; dev_idp()"
     args = ["--listen", "127.0.0.1:0", "--json", "--user", "dave:dev", "--auto-approve", "dave"]
     command = [sys.executable, "-c", code, *args]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:

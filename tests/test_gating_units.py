@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bastion.control.policy import Policy, Rule, ShellLine, Subject
 from bastion.identity.login import LoginError, check_answer
 from bastion.identity.oauth import DeviceAuthorization, poll_device_token
-from bastion.policy import Policy, Rule, ShellLine, Subject
+from bastion.shell.gating import runs_a_shell
 from bastion.ssh.session import is_transfer
-from bastion.ssh.shell_lines import runs_a_shell
 
 
 @pytest.mark.parametrize(
@@ -93,8 +93,8 @@ def test_masked_output_in_order_per_stream_with_eof_last_and_echo_at_once() -> N
     import asyncio
     import os
 
-    from bastion.masking import Masker, MaskingSettings
-    from bastion.ssh.masked_output import MaskedOutput
+    from bastion.masking.masker import Masker, MaskingSettings
+    from bastion.masking.output import MaskedOutput
 
     masker = Masker.from_settings(MaskingSettings())
     secret_lines = b"".join(b"line %d key AKIAIOSFODNN7EXAMPLE mail jane@example.org\n" % i for i in range(3000))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.identity.devidp import Client, DevIdp, User, serve_dev_idp
+from bastion.demo.devidp import Client, DevIdp, User, serve_dev_idp
 from tests.conftest import BIN, BastionEnv, running_env
 
 SECRET = "s3cret-for-ci-runner"

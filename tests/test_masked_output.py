@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from bastion.masking import Masker, MaskingSettings
-from bastion.ssh.masked_output import MaskedOutput
+from bastion.masking.masker import Masker, MaskingSettings
+from bastion.masking.output import MaskedOutput
 
 MASKER = Masker.from_settings(MaskingSettings())
 LINE = b"2024-05-01 12:00:00 worker started job id="

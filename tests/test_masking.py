@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bastion.masking import HELD_LIMIT, Masker, MaskingSettings, MaskPattern
-from bastion.masking_packs import iban_valid, luhn_valid
-from bastion.masking_regex import UnsupportedPattern, analyse
+from bastion.masking.masker import HELD_LIMIT, Masker, MaskingSettings, MaskPattern
+from bastion.masking.packs import iban_valid, luhn_valid
+from bastion.masking.regex import UnsupportedPattern, analyse
 from tests.masking_support import BRUTE_FORCE, MASKER, MASKERS, feed_in_pieces
 
 GITHUB = "ghp_" + "A1b2C3d4" * 4 + "E5f6"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bastion.masking_packs import BLOCK_STEP
+from bastion.masking.packs import BLOCK_STEP
 from tests.masking_support import BRUTE_FORCE, MASKER, MASKERS, feed_in_pieces
 
 

@@ -15,10 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bastion.cli_policy import policy, policy_test_report
-from bastion.command_line import parse
-from bastion.display import sanitize_for_display
-from bastion.policy import (
+from bastion.cli.policy import policy, policy_test_report
+from bastion.control.command_line import parse
+from bastion.control.policy import (
     Action,
     Connect,
     Exec,
@@ -32,6 +31,7 @@ from bastion.policy import (
     action_key,
     check_rules,
 )
+from bastion.display import sanitize_for_display
 
 RULES = [
     Rule(name="ops-shell", effect="allow", groups=("ops",), hosts=("env=prod",), logins=("mcp",), shell=True),

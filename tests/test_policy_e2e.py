@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.targets import free_port
+from bastion.demo.targets import free_port
 from tests.conftest import BastionEnv, running_env
 from tests.test_interactive_e2e import Terminal
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.shell import CLEAR_LINE, ShellLineTracker, unfinished
+from bastion.shell.tracker import CLEAR_LINE, ShellLineTracker, unfinished
 
 UP, LEFT = b"\x1b[A", b"\x1b[D"
 CTRL_A, CTRL_C, CTRL_D, CTRL_E, CTRL_L, CTRL_R = b"\x01", b"\x03", b"\x04", b"\x05", b"\x0c", b"\x12"

@@ -14,7 +14,7 @@ from bastion.audit import events as ev
 from bastion.audit.events import ChainedEvent, SessionInfo
 from bastion.audit.recording import SessionRecording, close_interrupted
 from bastion.audit.seal import Sealer
-from bastion.audit.store import Store
+from bastion.storage.store import Store
 
 
 @pytest.fixture

@@ -1,1 +1,1 @@
-"""Evidence: the store, session recordings and their exports."""
+"""Evidence: session recordings, hash chains, seals, checkpoints, verification, exports, bundles and retention."""

@@ -10,8 +10,8 @@ from typing import Any
 from bastion.audit import events as ev
 from bastion.audit.events import Event, SessionInfo
 from bastion.audit.seal import Sealer, seal_body, seal_digest
-from bastion.audit.store import Store
 from bastion.logs import log
+from bastion.storage.store import Store
 
 COALESCE_SECONDS = 0.02  # output arriving within this window of the first chunk is one event
 COALESCE_BYTES = 256 * 1024  # ... up to this size

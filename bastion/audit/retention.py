@@ -12,8 +12,8 @@ import time
 
 from bastion.audit import chain
 from bastion.audit.seal import Sealer
-from bastion.audit.store import Store
 from bastion.logs import log
+from bastion.storage.store import Store
 
 
 def prune(store: Store, sealer: Sealer, older_than: float, now: float | None = None) -> list[str]:

@@ -8,9 +8,9 @@ from typing import Any
 
 import asyncssh
 
-from bastion.audit.store import Store
 from bastion.config import LOGIN_NAME, Settings
 from bastion.identity.ca import Authorities
+from bastion.storage.store import Store
 
 
 class IssuanceError(ValueError):

@@ -11,9 +11,9 @@ from typing import Any
 import asyncssh
 
 from bastion.audit.seal import Sealer
-from bastion.audit.store import Store
 from bastion.config import Settings
 from bastion.identity.ca import Authorities
+from bastion.storage.store import Store
 
 
 @dataclass

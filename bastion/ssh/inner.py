@@ -19,12 +19,12 @@ import asyncssh
 from bastion.audit.events import SessionInfo
 from bastion.audit.recording import SessionRecording
 from bastion.config import HostSettings
+from bastion.control.gate import Gate, denial
+from bastion.control.policy import Connect, Forward, Subject
 from bastion.identity.ca import Identity
 from bastion.logs import log
-from bastion.policy import Connect, Forward, Subject
 from bastion.ssh import upstream
 from bastion.ssh.context import BastionContext, server_options
-from bastion.ssh.gate import Gate, denial
 from bastion.ssh.session import SessionBridge
 
 TARGET_SELF = ("localhost", "127.0.0.1", "::1")  # how a forward names the target itself

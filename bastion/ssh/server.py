@@ -15,16 +15,16 @@ from typing import Any
 
 import asyncssh
 
-from bastion.approver_commands import approvals_command
 from bastion.config import Settings
+from bastion.control.approver_commands import approvals_command
+from bastion.control.gate import Gate, denial
+from bastion.control.policy import Connect, Subject
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
-from bastion.policy import Connect, Subject
 from bastion.ssh.context import BastionContext, new_connection_id, server_options
-from bastion.ssh.gate import Gate, denial
 from bastion.ssh.inner import inner_connection
-from bastion.ssh.login import IssuanceSession, LoginFlow, is_issuance_user
+from bastion.ssh.login_flow import IssuanceSession, LoginFlow, is_issuance_user
 
 APPROVER_COMMANDS = ("approvals", "approve", "deny")
 

@@ -16,14 +16,14 @@ import asyncssh
 
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
+from bastion.control.gate import DENIED_STATUS, REASON_ENV, Gate
+from bastion.control.policy import Action, Exec, Shell
 from bastion.logs import log
-from bastion.masking import Masker, MaskingSettings
-from bastion.policy import Action, Exec, Shell
-from bastion.shell import ShellLineTracker
-from bastion.ssh.gate import DENIED_STATUS, REASON_ENV, Gate
-from bastion.ssh.masked_output import MaskedOutput
+from bastion.masking.masker import Masker, MaskingSettings
+from bastion.masking.output import MaskedOutput
+from bastion.shell.gating import PipedLines, ShellLines, runs_a_shell
+from bastion.shell.tracker import ShellLineTracker
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
-from bastion.ssh.shell_lines import PipedLines, ShellLines, runs_a_shell
 
 SUBSYSTEMS = ("sftp",)
 SHELL_SYNTAX = ";&|$`<>()\n\r"

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from bastion import config as config_mod
-from bastion.cli_support import config_path_option, fail
+from bastion.cli.support import config_path_option, fail
 from bastion.identity import login as client
 from bastion.identity.issuers import IdentitySettings, IssuerSettings
 from bastion.identity.oauth import (

@@ -13,9 +13,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from bastion.policy import ShellLine
-from bastion.shell import CLEAR_LINE, ShellLineTracker
-from bastion.ssh.gate import Gate
+from bastion.control.gate import Gate
+from bastion.control.policy import ShellLine
+from bastion.shell.tracker import CLEAR_LINE, ShellLineTracker
 
 ECHO_QUIET, ECHO_WAIT = 0.04, 1.0
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "ash", "busybox", "tcsh", "csh"})

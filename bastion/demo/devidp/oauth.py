@@ -14,10 +14,10 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oidc.core import OpenIDCode, OpenIDToken, UserInfo
 from joserfc.jwk import KeySet
 
-from bastion.identity.devidp.directory import SCOPES, Client, User
-from bastion.identity.devidp.keys import ALGORITHM
-from bastion.identity.devidp.messages import FormRequest, HttpRequest, HttpResponse, json_request
-from bastion.identity.devidp.provider import AuthorizationCode, DeviceAuthorization, DevIdp
+from bastion.demo.devidp.directory import SCOPES, Client, User
+from bastion.demo.devidp.keys import ALGORITHM
+from bastion.demo.devidp.messages import FormRequest, HttpRequest, HttpResponse, json_request
+from bastion.demo.devidp.provider import AuthorizationCode, DeviceAuthorization, DevIdp
 from bastion.logs import log
 
 S256 = "S256"

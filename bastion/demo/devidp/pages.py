@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from html import escape
 
-from bastion.identity.devidp.directory import Client, User
-from bastion.identity.devidp.provider import DeviceAuthorization
+from bastion.demo.devidp.directory import Client, User
+from bastion.demo.devidp.provider import DeviceAuthorization
 
 WARNING = "Development identity provider — NOT FOR PRODUCTION. Anyone who can open this page can log in as any user."
 

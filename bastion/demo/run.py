@@ -19,11 +19,11 @@ import asyncssh
 import click
 
 from bastion import config as config_mod
-from bastion.audit.store import Store
+from bastion.demo.devidp import DevIdp, RunningIdp, SigningKey, default_clients, start_dev_idp
+from bastion.demo.targets import TargetSshd, ensure_login
 from bastion.identity.ca import Authorities
-from bastion.identity.devidp import DevIdp, RunningIdp, SigningKey, default_clients, start_dev_idp
 from bastion.identity.issuance import issue_certificate
-from bastion.targets import TargetSshd, ensure_login
+from bastion.storage.store import Store
 
 DEMO_USER = "demo"
 

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pydantic import field_validator, model_validator
 
 from bastion.config_types import Duration, Section
-from bastion.masking_packs import BLOCK_STEP, PACKS, Detector, label
-from bastion.masking_regex import RegexShape, UnsupportedPattern, analyse
-from bastion.masking_scan import Prefilter, Scan, best_prefilter
-from bastion.masking_terminal import LONGEST_SEQUENCE, Replacement, TerminalView
+from bastion.masking.packs import BLOCK_STEP, PACKS, Detector, label
+from bastion.masking.regex import RegexShape, UnsupportedPattern, analyse
+from bastion.masking.scan import Prefilter, Scan, best_prefilter
+from bastion.masking.terminal import LONGEST_SEQUENCE, Replacement, TerminalView
 
 __all__ = ["PACKS", "MaskPattern", "Masker", "MaskingSettings", "MaskingStream"]
 

@@ -9,7 +9,7 @@ redirects, and client credentials with RFC 9068 JWT access tokens::
         running.url  # the issuer, e.g. http://127.0.0.1:40123
 """
 
-from bastion.identity.devidp.directory import (
+from bastion.demo.devidp.directory import (
     Client,
     DevIdpError,
     User,
@@ -19,9 +19,9 @@ from bastion.identity.devidp.directory import (
     parse_user_spec,
     read_secret_file,
 )
-from bastion.identity.devidp.keys import SigningKey
-from bastion.identity.devidp.provider import DevIdp
-from bastion.identity.devidp.server import (
+from bastion.demo.devidp.keys import SigningKey
+from bastion.demo.devidp.provider import DevIdp
+from bastion.demo.devidp.server import (
     DEFAULT_LISTEN,
     RunningIdp,
     issuer_url,

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from bastion.approvals import ApprovalError, ApprovalRequest, Approvals
+from bastion.control.approvals import ApprovalError, ApprovalRequest, Approvals
 from bastion.display import sanitize_for_display
 
 USAGE = (

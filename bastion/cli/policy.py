@@ -15,10 +15,10 @@ from typing import Any
 import click
 
 from bastion import config as config_mod
-from bastion.approvals import OPERATOR_PREFIX, Approvals
-from bastion.approver_commands import LIST_LIMIT, approvals_command
-from bastion.cli_support import config_option, fail, open_store
-from bastion.policy import (
+from bastion.cli.support import config_option, fail, open_store
+from bastion.control.approvals import OPERATOR_PREFIX, Approvals
+from bastion.control.approver_commands import LIST_LIMIT, approvals_command
+from bastion.control.policy import (
     Action,
     Connect,
     Exec,

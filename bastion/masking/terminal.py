@@ -19,7 +19,7 @@ import itertools
 import re
 from typing import NamedTuple
 
-from bastion.masking_regex import analyse
+from bastion.masking.regex import analyse
 
 ESC = 0x1B
 # Cursor moves come first, in their own group (see TerminalView): CSI finals without intermediate

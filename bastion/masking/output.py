@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from bastion.masking import Masker
+from bastion.masking.masker import Masker
 
 Emit = Callable[[bytes, bool], None]  # (masked bytes, is stderr)
 MOST_HELD = 1.0  # seconds a byte may be held while output keeps coming without a pause

@@ -12,8 +12,8 @@ from typing import TypeVar
 from authlib.oauth2.rfc8628 import DeviceCredentialMixin
 from authlib.oidc.core import AuthorizationCodeMixin
 
-from bastion.identity.devidp.directory import Client, DevIdpError, User, default_clients, default_users
-from bastion.identity.devidp.keys import SigningKey
+from bastion.demo.devidp.directory import Client, DevIdpError, User, default_clients, default_users
+from bastion.demo.devidp.keys import SigningKey
 from bastion.logs import log
 
 T = TypeVar("T")

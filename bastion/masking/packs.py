@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bastion.masking_regex import RegexShape, analyse
+from bastion.masking.regex import RegexShape, analyse
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bastion.masking_packs import ANCHOR_PASSES, ANCHORS, BLOCK_END, BLOCK_STEP, Detector
-from bastion.masking_terminal import Replacement
+from bastion.masking.packs import ANCHOR_PASSES, ANCHORS, BLOCK_END, BLOCK_STEP, Detector
+from bastion.masking.terminal import Replacement
 
 Hits = dict[str, list[int]]  # family -> start of each of its anchors, in order
 _SHAPE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)

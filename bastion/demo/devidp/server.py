@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from bastion.identity.devidp.directory import DevIdpError
-from bastion.identity.devidp.messages import HttpRequest, HttpResponse
-from bastion.identity.devidp.provider import DevIdp
-from bastion.identity.devidp.web import IdpApp
+from bastion.demo.devidp.directory import DevIdpError
+from bastion.demo.devidp.messages import HttpRequest, HttpResponse
+from bastion.demo.devidp.provider import DevIdp
+from bastion.demo.devidp.web import IdpApp
 from bastion.logs import log
 
 MAX_BODY = 64 * 1024

@@ -37,8 +37,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.command_line import CommandLine, parse
 from bastion.config_types import Duration, Section
+from bastion.control.command_line import CommandLine, parse
 from bastion.display import sanitize_for_display
 
 __all__ = [

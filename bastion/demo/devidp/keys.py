@@ -9,7 +9,7 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
 
-from bastion.identity.devidp.directory import DevIdpError
+from bastion.demo.devidp.directory import DevIdpError
 
 ALGORITHM = "RS256"
 _PARAMETERS: Any = {"use": "sig", "alg": ALGORITHM}

@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from bastion.cli_support import fail
+from bastion.cli.support import fail
 from bastion.config import parse_duration
-from bastion.identity.devidp import (
+from bastion.demo.devidp import (
     DEFAULT_LISTEN,
     Client,
     DevIdp,

@@ -10,8 +10,8 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from bastion.identity.devidp import pages
-from bastion.identity.devidp.directory import (
+from bastion.demo.devidp import pages
+from bastion.demo.devidp.directory import (
     AUTHORIZATION_CODE,
     CLIENT_CREDENTIALS,
     DEVICE_CODE,
@@ -19,10 +19,10 @@ from bastion.identity.devidp.directory import (
     SECRET_METHODS,
     DevIdpError,
 )
-from bastion.identity.devidp.keys import ALGORITHM
-from bastion.identity.devidp.messages import HttpRequest, HttpResponse
-from bastion.identity.devidp.oauth import S256, DevAuthorizationServer
-from bastion.identity.devidp.provider import DevIdp
+from bastion.demo.devidp.keys import ALGORITHM
+from bastion.demo.devidp.messages import HttpRequest, HttpResponse
+from bastion.demo.devidp.oauth import S256, DevAuthorizationServer
+from bastion.demo.devidp.provider import DevIdp
 from bastion.logs import log
 
 Route = Callable[[HttpRequest], HttpResponse]

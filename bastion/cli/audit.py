@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from bastion import config as config_mod
-from bastion.audit.store import Store
-from bastion.cli_support import config_option, config_path_option, fail, open_store
+from bastion.cli.support import config_option, config_path_option, fail, open_store
+from bastion.storage.store import Store
 
 
 @click.group()

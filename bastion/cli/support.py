@@ -11,8 +11,8 @@ import asyncssh
 import click
 
 from bastion import config as config_mod
-from bastion.audit.store import Store
 from bastion.identity.ca import Authorities
+from bastion.storage.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 

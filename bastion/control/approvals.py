@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bastion.audit.store import Store
 from bastion.config_types import Duration, Section
+from bastion.control.policy import Action, Decision, Subject, action_key, action_kind, action_text
 from bastion.display import sanitize_for_display
-from bastion.policy import Action, Decision, Subject, action_key, action_kind, action_text
+from bastion.storage.store import Store
 
 __all__ = ["ApprovalError", "ApprovalRequest", "ApprovalSettings", "Approvals", "Vote"]
 

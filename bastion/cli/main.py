@@ -12,12 +12,12 @@ import asyncssh
 import click
 
 from bastion import config as config_mod
-from bastion.approvals import ApprovalError, load_grant_secret
-from bastion.cli_audit import audit
-from bastion.cli_idp import dev_idp
-from bastion.cli_login import login, ssh_config
-from bastion.cli_policy import approvals, policy
-from bastion.cli_support import config_option, config_path_option, ensure_authorities, fail, open_store
+from bastion.cli.audit import audit
+from bastion.cli.dev_idp import dev_idp
+from bastion.cli.login import login, ssh_config
+from bastion.cli.policy import approvals, policy
+from bastion.cli.support import config_option, config_path_option, ensure_authorities, fail, open_store
+from bastion.control.approvals import ApprovalError, load_grant_secret
 from bastion.identity.ca import Authorities
 
 
@@ -175,8 +175,8 @@ def cert_revoke(
 @config_path_option()
 def demo(config_path: str | None) -> None:
     """Run the bastion on its defaults with local demo targets (needs root and sshd)."""
-    from bastion.demo import run_demo
-    from bastion.targets import TargetError
+    from bastion.demo.run import run_demo
+    from bastion.demo.targets import TargetError
 
     path = Path(config_path) if config_path else config_mod.default_path()
     if not path.is_file():

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bastion.approvals import ApprovalError, ApprovalRequest
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
-from bastion.command_line import parse
+from bastion.control.approvals import ApprovalError, ApprovalRequest
+from bastion.control.command_line import parse
+from bastion.control.policy import Action, Decision, Exec, McpTool, ShellLine, Subject, action_kind, action_text
 from bastion.display import sanitize_for_display
-from bastion.policy import Action, Decision, Exec, McpTool, ShellLine, Subject, action_kind, action_text
 from bastion.ssh.context import BastionContext
 
 REASON_ENV = "BASTION_REASON"  # ssh -o SetEnv=BASTION_REASON="..." gives approvers the requester's reason

@@ -1,0 +1,1 @@
+"""The `bastion` command line (click): one module per command group; `main` is in main.py."""

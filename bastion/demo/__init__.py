@@ -1,0 +1,1 @@
+"""The demo: `bastion demo`, its local sshd targets and the development OIDC provider (not for production)."""

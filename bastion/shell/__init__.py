@@ -1,0 +1,1 @@
+"""Interactive shells: the screen model and the line tracker (pure, on pyte), and shell-line gating."""

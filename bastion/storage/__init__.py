@@ -1,0 +1,1 @@
+"""Storage: the one interface every part of the bastion reads and writes through, and its SQLite implementation."""
