@@ -32,10 +32,9 @@ from bastion.config_types import (
     parse_duration,
     resolve_path,
 )
-from bastion.control.approvals import ApprovalSettings
-from bastion.control.policy import Rule, check_rules
+from bastion.control.config import ApprovalSettings, Rule, check_rules
 from bastion.identity.issuers import IdentitySettings
-from bastion.masking.masker import MaskingSettings
+from bastion.masking.config import MaskingSettings
 
 __all__ = ["LOGIN_NAME", "ConfigError", "Settings", "load", "parse_address", "parse_duration"]
 

@@ -11,7 +11,8 @@ from bastion.audit import retention
 from bastion.audit.recording import close_interrupted
 from bastion.audit.seal import Sealer
 from bastion.config import Settings
-from bastion.control.approvals import Approvals, load_grant_secret
+from bastion.control.approval_queue import Approvals
+from bastion.control.grant_key import GrantKey
 from bastion.control.policy import Policy
 from bastion.identity.ca import Authorities
 from bastion.identity.oidc import TokenVerifier
@@ -19,7 +20,7 @@ from bastion.logs import log
 from bastion.masking.masker import Masker
 from bastion.ssh import server
 from bastion.ssh.context import BastionContext
-from bastion.storage.store import Store
+from bastion.storage import open_store
 
 PRUNE_INTERVAL = 3600.0
 REVOCATION_POLL = 1.0
@@ -28,13 +29,18 @@ EXPIRY_POLL = 5.0
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
-    store = Store(settings.server.database_path, settings.recording.flush_interval)
+    store = open_store(settings.server.database_path, settings.recording.flush_interval)
     sealer = Sealer.from_state_dir(settings.server.state_dir, settings.recording.log_origin)
-    ctx = BastionContext(settings, Authorities(settings.server.state_dir), store, sealer)
-    ctx.verifier = TokenVerifier(settings.identity)
-    ctx.policy = Policy(settings.rules)
-    ctx.masker = Masker.from_settings(settings.masking)
-    ctx.approvals = Approvals(store, settings.approvals, grant_secret=load_grant_secret(settings.server.state_dir))
+    ctx = BastionContext(
+        settings,
+        Authorities(settings.server.state_dir),
+        store,
+        sealer,
+        verifier=TokenVerifier(settings.identity),
+        policy=Policy(settings.rules),
+        approvals=Approvals(store, settings.approvals, grant_key=GrantKey.load(settings.server.state_dir)),
+        masker=Masker.from_settings(settings.masking),
+    )
     interrupted = close_interrupted(store, sealer)
     if interrupted:
         ctx.audit("sessions.interrupted", sessions=interrupted)

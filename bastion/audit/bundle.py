@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from bastion.audit import chain
 from bastion.audit.events import ChainedEvent
 from bastion.audit.seal import seal_digest
-from bastion.storage.store import Store
+from bastion.storage import Store
 
 FORMAT = "mcp-bastion-evidence/1"
 

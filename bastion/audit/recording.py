@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bastion.audit import events as ev
 from bastion.audit.events import Event, SessionInfo
 from bastion.audit.seal import Sealer, seal_body, seal_digest
 from bastion.logs import log
-from bastion.storage.store import Store
+from bastion.storage import Store
 
 COALESCE_SECONDS = 0.02  # output arriving within this window of the first chunk is one event
 COALESCE_BYTES = 256 * 1024  # ... up to this size
@@ -37,7 +38,8 @@ class SessionRecording:
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = False
-        self.maskings: dict[str, int] = {}  # secrets and personal data masked in this session, by type
+        # secrets and personal data masked in this session, by type: asked once, when the recording closes
+        self.count_maskings: Callable[[], dict[str, int]] = dict
         store.put_session(info)
         store.log(
             "session.start",
@@ -132,8 +134,9 @@ class SessionRecording:
             "end_reason": reason,
             "status": "closed",
         }
-        if self.maskings:
-            fields["extra"] = {**self.info.extra, "maskings": dict(sorted(self.maskings.items()))}
+        maskings = self.count_maskings()
+        if maskings:
+            fields["extra"] = {**self.info.extra, "maskings": dict(sorted(maskings.items()))}
         self.info = dataclasses.replace(self.info, **fields)
         self.store.update_session(self.info.id, **fields)
         info, count, store, sealer = self.info, self.seq, self.store, self.sealer
@@ -151,7 +154,7 @@ class SessionRecording:
             exit_signal=exit_signal,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
-            maskings=self.maskings,
+            maskings=maskings,
         )
 
 

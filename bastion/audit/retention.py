@@ -13,7 +13,7 @@ import time
 from bastion.audit import chain
 from bastion.audit.seal import Sealer
 from bastion.logs import log
-from bastion.storage.store import Store
+from bastion.storage import Store
 
 
 def prune(store: Store, sealer: Sealer, older_than: float, now: float | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bastion.audit import chain
 from bastion.audit.events import ChainedEvent, SessionInfo
 from bastion.audit.seal import SEALED_FIELDS, seal_digest
-from bastion.storage.store import Store
+from bastion.storage import Store
 
 
 @dataclass

@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from bastion import config as config_mod
+from bastion import storage
 from bastion.cli.support import config_option, config_path_option, fail, open_store
-from bastion.storage.store import Store
+from bastion.storage import Store
 
 
 @click.group()
@@ -139,7 +140,7 @@ def audit_verify(
         public = load_public_key(settings.server.state_dir / "audit.pub")  # type: ignore[union-attr]
     origin = origin or (settings.recording.log_origin if settings else DEFAULT_ORIGIN)
     external = [Path(f).read_text() for f in checkpoint_files]
-    store = Store(db_path)
+    store = storage.open_store(db_path)
     try:
         report = verify_store(store, public, origin, session_id, external)
     finally:

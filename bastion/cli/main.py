@@ -17,7 +17,8 @@ from bastion.cli.dev_idp import dev_idp
 from bastion.cli.login import login, ssh_config
 from bastion.cli.policy import approvals, policy
 from bastion.cli.support import config_option, config_path_option, ensure_authorities, fail, open_store
-from bastion.control.approvals import ApprovalError, load_grant_secret
+from bastion.control.approvals import ApprovalError
+from bastion.control.grant_key import load_grant_secret
 from bastion.identity.ca import Authorities
 
 

@@ -16,21 +16,22 @@ import click
 
 from bastion import config as config_mod
 from bastion.cli.support import config_option, fail, open_store
-from bastion.control.approvals import OPERATOR_PREFIX, Approvals
-from bastion.control.approver_commands import LIST_LIMIT, approvals_command
-from bastion.control.policy import (
+from bastion.control.actions import (
     Action,
     Connect,
     Exec,
     Forward,
     McpTool,
-    Policy,
     Shell,
     ShellLine,
     Subject,
     action_kind,
     action_text,
 )
+from bastion.control.approval_queue import Approvals
+from bastion.control.approvals import OPERATOR_PREFIX
+from bastion.control.approver_commands import LIST_LIMIT, approvals_command
+from bastion.control.policy import Policy
 
 
 # bastion policy test

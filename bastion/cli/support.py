@@ -11,8 +11,9 @@ import asyncssh
 import click
 
 from bastion import config as config_mod
+from bastion import storage
 from bastion.identity.ca import Authorities
-from bastion.storage.store import Store
+from bastion.storage import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,7 +45,7 @@ def config_option(func: F) -> F:
 
 
 def open_store(settings: config_mod.Settings) -> Store:
-    return Store(settings.server.database_path, settings.recording.flush_interval)
+    return storage.open_store(settings.server.database_path, settings.recording.flush_interval)
 
 
 def ensure_authorities(settings: config_mod.Settings) -> Authorities:

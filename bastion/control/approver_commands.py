@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from bastion.control.approvals import ApprovalError, ApprovalRequest, Approvals
+from bastion.control.approval_queue import Approvals
+from bastion.control.approvals import ApprovalError, ApprovalRequest, who_may_not_decide
 from bastion.display import sanitize_for_display
 
 USAGE = (
@@ -77,20 +77,14 @@ def _options(words: list[str], known: dict[str, bool]) -> dict[str, Any]:
 def _list(approvals: Approvals, approver: str, groups: tuple[str, ...], operator: bool, options: dict[str, Any]) -> str:
     approvals.expire_due()
     requests = approvals.list(pending_only=not options.get("--all"), limit=LIST_LIMIT)
-    if not operator:
-        requests = [r for r in requests if _may_decide(r, approver, groups)]
+    if not operator:  # an operator sees every request; an approver those they may decide
+        requests = [r for r in requests if who_may_not_decide(r, approver, groups, operator=False) is None]
     now = approvals.now()
     if options.get("--json"):
         return json.dumps([r.display(now) for r in requests], indent=2)
     if not requests:
         return "no pending approval requests" if not options.get("--all") else "no approval requests"
     return "\n".join(_format_request(r, now) for r in requests)
-
-
-def _may_decide(request: ApprovalRequest, approver: str, groups: tuple[str, ...]) -> bool:
-    if request.requester == approver:
-        return False
-    return any(fnmatch.fnmatchcase(g, pattern) for g in groups for pattern in request.approvers)
 
 
 def _format_request(request: ApprovalRequest, now: float) -> str:

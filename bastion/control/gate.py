@@ -11,14 +11,13 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
+from bastion.control.actions import Action, Decision, Exec, McpTool, ShellLine, Subject, action_kind, action_text
 from bastion.control.approvals import ApprovalError, ApprovalRequest
-from bastion.control.command_line import parse
-from bastion.control.policy import Action, Decision, Exec, McpTool, ShellLine, Subject, action_kind, action_text
 from bastion.display import sanitize_for_display
+from bastion.masking.values import mask_json
 from bastion.ssh.context import BastionContext
 
 REASON_ENV = "BASTION_REASON"  # ssh -o SetEnv=BASTION_REASON="..." gives approvers the requester's reason
@@ -37,16 +36,6 @@ def denial(decision: Decision, action: Action) -> str:
     if decision.rule is None:
         return f"denied: {decision.message or 'no rule allows ' + action_kind(action).replace('_', ' ')}"
     return f"denied by rule {decision.rule}: {decision.message}"
-
-
-def _masked_json(masker: Any, value: Any) -> Any:
-    if isinstance(value, str):
-        return masker.mask_text(value)
-    if isinstance(value, dict):
-        return {k: _masked_json(masker, v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked_json(masker, v) for v in value]
-    return value
 
 
 class Gate:
@@ -82,11 +71,11 @@ class Gate:
         if isinstance(action, Exec | ShellLine):
             shown = masker.mask_text(action.command)
             if shown != action.command:  # a masked span may hide $(...): name what the line runs
-                programs = sorted({c.program for c in parse(action.command).all_commands if c.program})
+                programs = sorted({c.program for c in action.line.all_commands if c.program})
                 shown += f"  [contains masked text; runs: {masker.mask_text(', '.join(programs)) or 'nothing'}]"
             return type(action)(shown)
         if isinstance(action, McpTool):
-            return McpTool(action.tool, _masked_json(masker, dict(action.arguments)))
+            return McpTool(action.tool, mask_json(masker, dict(action.arguments)))
         return action
 
     async def check(self, action: Action, waiting: Callable[[str], None], reason: str = "") -> Verdict:
@@ -100,19 +89,20 @@ class Gate:
         if decision.effect == "deny":
             self.record(action, decision, "deny")
             return Verdict(False, denial(decision, action), decision.rule)
-        if await asyncio.to_thread(self.ctx.approvals.granted, self.subject, typed):
+        key = self.ctx.approvals.key_of(typed)  # the grant key of the action as typed, hashed once
+        if await asyncio.to_thread(self.ctx.approvals.granted, self.subject, key):
             self.record(action, decision, "allow", granted=True)
             return Verdict(True, "", decision.rule)
-        return await self._hold(action, decision, waiting, reason, typed)
+        return await self._hold(action, decision, waiting, reason, key)
 
     async def _hold(
-        self, action: Action, decision: Decision, waiting: Callable[[str], None], reason: str, typed: Action
+        self, action: Action, decision: Decision, waiting: Callable[[str], None], reason: str, key: str
     ) -> Verdict:
         if self.ctx.masker is not None:
             reason = self.ctx.masker.mask_text(reason)
         creating = asyncio.ensure_future(
             self.ctx.approvals.create_async(
-                self.subject, action, decision, source=self.source, reason=reason, key_action=typed
+                self.subject, action, decision, source=self.source, reason=reason, key=key
             )
         )
         try:

@@ -23,7 +23,7 @@ from bastion.demo.devidp import DevIdp, RunningIdp, SigningKey, default_clients,
 from bastion.demo.targets import TargetSshd, ensure_login
 from bastion.identity.ca import Authorities
 from bastion.identity.issuance import issue_certificate
-from bastion.storage.store import Store
+from bastion.storage import open_store
 
 DEMO_USER = "demo"
 
@@ -99,7 +99,7 @@ def _prepare_client(settings: config_mod.Settings, demo_dir: Path) -> None:
     key = demo_dir / "id_ed25519"
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", DEMO_USER, "-f", str(key)], check=True)
-    store = Store(settings.server.database_path)
+    store = open_store(settings.server.database_path)
     try:
         issue_certificate(
             settings,

@@ -10,7 +10,7 @@ import asyncssh
 
 from bastion.config import LOGIN_NAME, Settings
 from bastion.identity.ca import Authorities
-from bastion.storage.store import Store
+from bastion.storage import Store
 
 
 class IssuanceError(ValueError):

@@ -84,12 +84,12 @@ def start_device_authorization(
         user_code=body["user_code"],
         verification_uri=str(body.get("verification_uri") or body.get("verification_url") or ""),
         verification_uri_complete=body.get("verification_uri_complete"),
-        expires_in=_seconds(body.get("expires_in"), 600, 30, 3600),
-        interval=_seconds(body.get("interval"), 5, 1, 60),
+        expires_in=bounded_seconds(body.get("expires_in"), 600, 30, 3600),
+        interval=bounded_seconds(body.get("interval"), 5, 1, 60),
     )
 
 
-def _seconds(value: Any, default: float, low: float, high: float) -> float:
+def bounded_seconds(value: Any, default: float, low: float, high: float) -> float:
     """A number of seconds from the provider, within sane bounds (a bad value must not crash the poll)."""
     try:
         number = float(value) if value is not None else default

@@ -16,8 +16,8 @@ than masking a piece takes.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 from bastion.masking.masker import Masker
 
@@ -25,10 +25,29 @@ Emit = Callable[[bytes, bool], None]  # (masked bytes, is stderr)
 MOST_HELD = 1.0  # seconds a byte may be held while output keeps coming without a pause
 
 
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """The clock and the timers MaskedOutput runs on: the session's asyncio event loop, or a test's own clock."""
+
+    def time(self) -> float: ...
+
+    def call_soon(self, callback: Callable[[], None]) -> object: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer: ...
+
+
 class MaskedOutput:
+    """Masks one session's stdout and stderr for the client and the recording; `emit` gets what is released."""
+
     def __init__(
-        self, masker: Masker, idle_release: float, emit: Emit, counts: dict[str, int], most_held: float = MOST_HELD
+        self, masker: Masker, idle_release: float, emit: Emit, scheduler: Scheduler, most_held: float = MOST_HELD
     ) -> None:
+        self._scheduler = scheduler
         self._streams = (masker.stream(), masker.stream())  # stdout, stderr
         self._idle_release = idle_release
         self._most_held = most_held
@@ -37,13 +56,12 @@ class MaskedOutput:
         self._oldest = [0, 0]  # offset in each stream of its oldest held byte ...
         self._held_at: list[float | None] = [None, None]  # ... and since when it has been held
         self._emit = emit
-        self._counts = counts  # the recording's maskings, updated in place
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._pending: list[tuple[bytes, bool]] = []  # pieces of this turn of the loop, in order
 
     def feed(self, data: bytes, stderr: bool) -> None:
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self.drain)
+            self._scheduler.call_soon(self.drain)
         self._pending.append((data, stderr))
 
     def after(self, then: Callable[[], None]) -> None:
@@ -62,7 +80,6 @@ class MaskedOutput:
             released = stream.flush()
             if released:
                 self._emit(released, bool(stderr))
-        self._count()
 
     def drain(self) -> None:
         """Mask and send what this turn brought so far: at the end of the turn, and before a line of the
@@ -82,9 +99,7 @@ class MaskedOutput:
                 self._emit(released, stderr)
         if not pending:
             return
-        self._count()
-        loop = asyncio.get_running_loop()
-        now = self._last_output = loop.time()
+        now = self._last_output = self._scheduler.time()
         for index, stream in enumerate(self._streams):
             oldest = self._fed[index] - stream.held  # what is held is always the end of what was fed
             if not stream.held:
@@ -94,7 +109,7 @@ class MaskedOutput:
         if self._held_at == [None, None]:
             return
         if self._timer is None:
-            self._timer = loop.call_later(self._idle_release, self._when_idle)
+            self._timer = self._scheduler.call_later(self._idle_release, self._when_idle)
 
     def _when_idle(self) -> None:
         """Flush once output has been quiet for `idle_release`, or something has been held too long."""
@@ -102,16 +117,13 @@ class MaskedOutput:
         held_since = min((when for when in self._held_at if when is not None), default=None)
         if held_since is None:
             return
-        loop = asyncio.get_running_loop()
         due = min(self._last_output + self._idle_release, held_since + self._most_held)
-        if due - loop.time() > 0.001:  # (a timer may fire up to the clock's resolution early)
-            self._timer = loop.call_at(due, self._when_idle)
+        if due - self._scheduler.time() > 0.001:  # (a timer may fire up to the clock's resolution early)
+            self._timer = self._scheduler.call_at(due, self._when_idle)
         else:
             self.flush()
 
-    def _count(self) -> None:
+    def counts(self) -> dict[str, int]:
+        """Maskings of each kind so far, stdout and stderr together (asked once, when the session ends)."""
         stdout, stderr = (stream.counts for stream in self._streams)
-        if (stdout or stderr) and sum(stdout.values()) + sum(stderr.values()) != sum(self._counts.values()):
-            totals = {name: stdout.get(name, 0) + stderr.get(name, 0) for name in {*stdout, *stderr}}
-            self._counts.clear()
-            self._counts.update(sorted(totals.items()))
+        return dict(sorted({name: stdout.get(name, 0) + stderr.get(name, 0) for name in {*stdout, *stderr}}.items()))

@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from bastion.control.actions import ShellLine
 from bastion.control.gate import Gate
-from bastion.control.policy import ShellLine
 from bastion.shell.tracker import CLEAR_LINE, ShellLineTracker
 
 ECHO_QUIET, ECHO_WAIT = 0.04, 1.0

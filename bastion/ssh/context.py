@@ -1,4 +1,5 @@
-"""What every connection handler shares: settings, keys, the store, and the live connections."""
+"""What every connection handler shares: settings, keys, the store, policy, approvals, the masker, and
+the live connections. Built complete by `bastion serve` before the first connection."""
 
 from __future__ import annotations
 
@@ -6,14 +7,24 @@ import asyncio
 import secrets
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from bastion.audit.recording import SessionRecording
 from bastion.audit.seal import Sealer
 from bastion.config import Settings
+from bastion.control.approval_queue import Approvals
+from bastion.control.policy import Policy
 from bastion.identity.ca import Authorities
-from bastion.storage.store import Store
+from bastion.identity.oidc import TokenVerifier
+from bastion.logs import log
+from bastion.masking.masker import Masker
+from bastion.storage import Store
+
+if TYPE_CHECKING:
+    from bastion.ssh.server import OuterServer
+    from bastion.ssh.session import SessionBridge
 
 
 @dataclass
@@ -22,18 +33,16 @@ class BastionContext:
     authorities: Authorities
     store: Store
     sealer: Sealer
-    live: set[Any] = field(default_factory=set)  # outer connections, for shutdown and revocation
-    recordings: set[Any] = field(default_factory=set)  # live session recordings, for log progress entries
-    bridges: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)  # live session bridges
-    verifier: Any = None  # TokenVerifier for [[identity.issuers]] (built by serve)
-    policy: Any = None  # Policy of [[rules]] (built by serve)
-    approvals: Any = None  # Approvals in the store (built by serve)
-    masker: Any = None  # Masker of [masking] (built by serve; None: output passes unmasked)
+    verifier: TokenVerifier  # for [[identity.issuers]]
+    policy: Policy  # of [[rules]]
+    approvals: Approvals  # approval requests in the store
+    masker: Masker | None  # of [masking]; None: output passes unmasked
+    live: set[OuterServer] = field(default_factory=set)  # outer connections, for shutdown and revocation
+    recordings: set[SessionRecording] = field(default_factory=set)  # live recordings, for log progress entries
+    bridges: weakref.WeakSet[SessionBridge] = field(default_factory=weakref.WeakSet)  # live session bridges
 
     def audit(self, type_: str, **fields: Any) -> None:
         """Log one structured line and append the same event to the audit log."""
-        from bastion.logs import log
-
         log(type_, **fields)
         self.store.log(type_, **fields)
 
@@ -46,9 +55,10 @@ class BastionContext:
                 ended += 1
         loop = asyncio.get_running_loop()
         for server in list(self.live):
-            identity = server.conn.identity if server.conn is not None else None
-            if identity is not None and identity.serial in serials:  # after the sessions' last words are out
-                loop.call_later(0.5 if ended else 0, server.conn.close)
+            conn = server.conn
+            identity = conn.identity if conn is not None else None
+            if conn is not None and identity is not None and identity.serial in serials:
+                loop.call_later(0.5 if ended else 0, conn.close)  # after the sessions' last words are out
         return ended
 
 

@@ -19,8 +19,8 @@ import asyncssh
 from bastion.audit.events import SessionInfo
 from bastion.audit.recording import SessionRecording
 from bastion.config import HostSettings
+from bastion.control.actions import Connect, Forward, Subject
 from bastion.control.gate import Gate, denial
-from bastion.control.policy import Connect, Forward, Subject
 from bastion.identity.ca import Identity
 from bastion.logs import log
 from bastion.ssh import upstream

@@ -16,9 +16,9 @@ from typing import Any
 import asyncssh
 
 from bastion.config import Settings
+from bastion.control.actions import Connect, Subject
 from bastion.control.approver_commands import approvals_command
 from bastion.control.gate import Gate, denial
-from bastion.control.policy import Connect, Subject
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log

@@ -8,7 +8,6 @@ buffer fills, the other side stops reading, so a slow peer never makes the basti
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,11 +15,13 @@ import asyncssh
 
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
+from bastion.control.actions import Action, Exec, Shell
 from bastion.control.gate import DENIED_STATUS, REASON_ENV, Gate
-from bastion.control.policy import Action, Exec, Shell
 from bastion.logs import log
-from bastion.masking.masker import Masker, MaskingSettings
+from bastion.masking.config import MaskingSettings
+from bastion.masking.masker import Masker
 from bastion.masking.output import MaskedOutput
+from bastion.masking.values import mask_env
 from bastion.shell.gating import PipedLines, ShellLines, runs_a_shell
 from bastion.shell.tracker import ShellLineTracker
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
@@ -28,9 +29,6 @@ from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 SUBSYSTEMS = ("sftp",)
 SHELL_SYNTAX = ";&|$`<>()\n\r"
 SFTP_MAX_PACKET = 16 * 1024 * 1024
-# environment variables whose values are stored as MASKED_ENV_VALUE, whatever the value looks like
-SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|credential|auth|cookie|session", re.IGNORECASE)
-MASKED_ENV_VALUE = "[masked:env]"
 # Target data arrives in chunks of at most this size, so that one chunk plus the inner SSH
 # packet's framing fits in one packet of the outer channel (OpenSSH's 32 KiB): halves the
 # packets the bastion sends for bulk output (measured: 49k -> 25k sends per 200 MB).
@@ -103,6 +101,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self.command: str | None = None
         self.subsystem: str | None = None
         self.sftp: SftpInspector | None = None
+        self.transfer = False  # file contents (sftp, scp): decided once, when the session starts
         self._sftp_broken_noted = False
         self.pending_eof = False
         self.pending_input: list[bytes] = []  # what arrived before the target side opened
@@ -152,11 +151,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     def session_started(self) -> None:
         assert self.client is not None
         self.client.pause_reading()  # until the target side exists
+        self.transfer = is_transfer(self.command, self.subsystem)
         self._start = asyncio.ensure_future(self._open_target())
-
-    @property
-    def transfer(self) -> bool:
-        return is_transfer(self.command, self.subsystem)
 
     def _gate_lines(self) -> None:
         """A shell's input is decided line by line: at Enter on a pty, per input line without one."""
@@ -204,7 +200,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         if self.masking is not None:
             masker, settings = self.masking
             if settings.transfers or not self.transfer:
-                self.masked = MaskedOutput(masker, settings.idle_release, self._emit, self.recording.maskings)
+                self.masked = MaskedOutput(masker, settings.idle_release, self._emit, asyncio.get_running_loop())
+                self.recording.count_maskings = self.masked.counts  # summed once, when the recording closes
         env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
         for name, value in sorted(env.items()):
             shown_name, shown_value = self._masked_env(name, value)
@@ -418,13 +415,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     def _masked_env(self, name: str, value: str) -> tuple[str, str]:
         """A variable as stored: a value is masked whole when its name says it is secret (`LC_DB_PASSWORD`)
         or when masking `NAME=value` finds anything in it; the masker alone would mask only a first word."""
-        if self.masking is None:
-            return name, value
-        masker = self.masking[0]
-        assignment = f"{name}={value}"
-        if SECRET_NAME.search(name) or masker.mask_text(assignment) != assignment:
-            return masker.mask_text(name), MASKED_ENV_VALUE
-        return name, value
+        return mask_env(self.masking[0], name, value) if self.masking is not None else (name, value)
 
     def _transfers(self, found: list[Transfer | FileOperation]) -> None:
         if self.sftp is not None and self.sftp.broken and not self._sftp_broken_noted:
