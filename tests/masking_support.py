@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from bastion.masking.masker import Masker, MaskingSettings
+from bastion.masking.config import MaskingSettings
+from bastion.masking.masker import Masker
 from bastion.masking.scan import CombinedPrefilter, LiteralPrefilter, Prefilter
 
 MASKER = Masker.from_settings(MaskingSettings())

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bastion.masking.masker import HELD_LIMIT, Masker, MaskingSettings, MaskPattern
+from bastion.masking.config import MaskingSettings, MaskPattern
+from bastion.masking.masker import HELD_LIMIT, Masker
 from bastion.masking.packs import iban_valid, luhn_valid
 from bastion.masking.regex import UnsupportedPattern, analyse
 from tests.masking_support import BRUTE_FORCE, MASKER, MASKERS, feed_in_pieces
