@@ -33,7 +33,7 @@ from bastion.config_types import (
     resolve_path,
 )
 from bastion.control.config import ApprovalSettings, Rule, check_rules
-from bastion.identity.issuers import IdentitySettings
+from bastion.identity.config import IdentitySettings
 from bastion.masking.config import MaskingSettings
 
 __all__ = ["LOGIN_NAME", "ConfigError", "Settings", "load", "parse_address", "parse_duration"]

@@ -14,7 +14,7 @@ import click
 from bastion import config as config_mod
 from bastion.cli.support import config_path_option, fail
 from bastion.identity import login as client
-from bastion.identity.issuers import IdentitySettings, IssuerSettings
+from bastion.identity.config import IdentitySettings, IssuerSettings
 from bastion.identity.oauth import (
     LoginFailed,
     client_credentials,

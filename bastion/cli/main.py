@@ -1,22 +1,21 @@
-"""The `bastion` command: init, serve, cert, login, ssh-config, sessions, audit, demo, dev-idp."""
+"""The `bastion` command: its group, init, serve and demo; every other command group has a module of its own here."""
 
 from __future__ import annotations
 
-import dataclasses
-import getpass
 import json
-import time
 from pathlib import Path
 
-import asyncssh
 import click
 
 from bastion import config as config_mod
+from bastion.cli.approvals import approvals
 from bastion.cli.audit import audit
+from bastion.cli.cert import cert
 from bastion.cli.dev_idp import dev_idp
 from bastion.cli.login import login, ssh_config
-from bastion.cli.policy import approvals, policy
-from bastion.cli.support import config_option, config_path_option, ensure_authorities, fail, open_store
+from bastion.cli.policy import policy
+from bastion.cli.sessions import sessions
+from bastion.cli.support import config_option, config_path_option, fail, open_store
 from bastion.control.approvals import ApprovalError
 from bastion.control.grant_key import load_grant_secret
 from bastion.identity.ca import Authorities
@@ -74,104 +73,6 @@ def serve(settings: config_mod.Settings) -> None:
     run(settings)
 
 
-@main.group()
-def cert() -> None:
-    """Issue user certificates (bootstrap and break-glass)."""
-
-
-@cert.command("issue")
-@config_option
-@click.option("--user", required=True, help="User name: the certificate's principal.")
-@click.option("--group", "groups", multiple=True, help="Group of the user (repeatable).")
-@click.option("--ttl", default=None, help="Validity, e.g. 1h (default: [certificates] user_ttl).")
-@click.option("--pubkey", required=True, type=click.Path(exists=True, dir_okay=False), help="The user's public key.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Where to write the certificate (default: KEY-cert.pub beside the public key).",
-)
-@click.option("--json", "as_json", is_flag=True)
-def cert_issue(
-    settings: config_mod.Settings,
-    user: str,
-    groups: tuple[str, ...],
-    ttl: str | None,
-    pubkey: str,
-    output: str | None,
-    as_json: bool,
-) -> None:
-    """Sign a user certificate for PUBKEY, recorded and audited."""
-    from bastion.identity.issuance import IssuanceError, issue_certificate
-
-    if not config_mod.LOGIN_NAME.match(user):
-        fail(f"--user: expected a login name such as 'alice', got {user!r}")
-    try:
-        seconds = config_mod.parse_duration(ttl) if ttl else settings.certificates.user_ttl
-    except ValueError as exc:
-        fail(f"--ttl: {exc}")
-    try:
-        key = asyncssh.read_public_key(pubkey)
-    except (OSError, asyncssh.KeyImportError, ValueError) as exc:
-        fail(f"--pubkey: {pubkey} is not an OpenSSH public key: {exc}")
-    authorities = ensure_authorities(settings)
-    stem = Path(pubkey).name.removesuffix(".pub")
-    target = Path(output) if output else Path(pubkey).with_name(f"{stem}-cert.pub")
-    store = open_store(settings)
-    try:
-        record, _ = issue_certificate(settings, store, authorities, user, groups, seconds, key, target, source="cli")
-    except IssuanceError as exc:
-        fail(str(exc))
-    finally:
-        store.close()
-    if as_json:
-        click.echo(json.dumps({**record, "certificate": str(target)}))
-    else:
-        click.echo(f"{target}: certificate for {user} (serial {record['serial']}, valid {seconds / 3600:g}h)")
-
-
-@cert.command("revoke")
-@config_option
-@click.option("--serial", type=int, default=None, help="The certificate's serial number.")
-@click.option("--user", default=None, help="Revoke every unexpired certificate of this user.")
-@click.option("--reason", default="", help="Why (recorded).")
-@click.option("--json", "as_json", is_flag=True)
-def cert_revoke(
-    settings: config_mod.Settings, serial: int | None, user: str | None, reason: str, as_json: bool
-) -> None:
-    """Revoke certificates: refused at the next authentication; live sessions end within a second."""
-    if (serial is None) == (user is None):
-        fail("pass exactly one of --serial N and --user U")
-    if user is not None and not config_mod.LOGIN_NAME.match(user):
-        fail(f"--user: expected a login name as on the certificates, such as 'alice', got {user!r}")
-    store = open_store(settings)
-    try:
-        if serial is not None and store.certificate(serial) is None:
-            fail(f"no certificate with serial {serial} was issued by this bastion")
-        revoked = store.revoke(serial=serial, user=user).result()
-        if revoked or user is not None:  # a user is revoked even with no live certificate: older tokens stop
-            store.log(
-                "cert.revoked",
-                serials=[r["serial"] for r in revoked],
-                user=revoked[0]["user"] if revoked else user,
-                reason=reason,
-                by=f"operator:{getpass.getuser()}",
-            ).result()
-    finally:
-        store.close()
-    if not revoked and serial is not None:
-        fail(f"nothing to revoke: serial {serial} has no unrevoked certificate")
-    if as_json:
-        click.echo(json.dumps(revoked))
-        return
-    for r in revoked:
-        click.echo(f"revoked serial {r['serial']} of {r['user']}")
-    if user is not None:
-        live = "" if revoked else "no unexpired certificate; "
-        click.echo(f"revoked {user}: {live}tokens issued before now will not get a new certificate")
-
-
 @main.command()
 @config_path_option()
 def demo(config_path: str | None) -> None:
@@ -188,42 +89,8 @@ def demo(config_path: str | None) -> None:
         fail(str(exc))
 
 
-@main.group()
-def sessions() -> None:
-    """Recorded sessions."""
-
-
-@sessions.command("list")
-@config_option
-@click.option("--live", is_flag=True, help="Only sessions still running.")
-@click.option("--json", "as_json", is_flag=True)
-def sessions_list(settings: config_mod.Settings, live: bool, as_json: bool) -> None:
-    """List recorded sessions, newest first."""
-    store = open_store(settings)
-    found = store.sessions(live=True if live else None)
-    store.close()
-    if as_json:
-        click.echo(json.dumps([dataclasses.asdict(s) for s in found], indent=2))
-        return
-    if not found:
-        click.echo("no sessions" + (" running" if live else " recorded yet"))
-        return
-    click.echo(f"{'SESSION':<20} {'STARTED':<19} {'USER':<12} {'TARGET':<20} {'WHAT':<30} {'STATUS'}")
-    for s in found:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_at))
-        what = (s.kind + (": " + s.command if s.command else "")) or "-"
-        status = (
-            s.status
-            if s.status != "closed"
-            else (
-                f"exit {s.exit_status}"
-                if s.exit_status is not None
-                else (f"signal {s.exit_signal}" if s.exit_signal else s.end_reason)
-            )
-        )
-        click.echo(f"{s.id:<20} {started:<19} {s.user:<12} {s.login + '@' + s.target:<20} {what[:30]:<30} {status}")
-
-
+main.add_command(cert)
+main.add_command(sessions)
 main.add_command(audit)
 main.add_command(login)
 main.add_command(ssh_config)

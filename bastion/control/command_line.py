@@ -14,7 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-__all__ = ["CommandLine", "SimpleCommand", "parse"]
+__all__ = ["SHELLS", "CommandLine", "SimpleCommand", "parse"]
 
 _MAX_DEPTH = 16  # nested substitutions / sh -c scripts; deeper lines are split loosely
 _SEPARATORS = ";&|\n()"
@@ -46,7 +46,9 @@ _WRAPPERS: dict[str, frozenset[str]] = {
     "strace": frozenset({"-e", "-o", "-p", "-s", "-u"}),
 }
 _WRAPPER_POSITIONALS = {"timeout": 1, "chroot": 1}  # words between the options and the wrapped program
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish"})
+# Programs that are shells: their `-c` code is a command line of its own (here), and run alone they are an
+# interactive shell (shell-line gating). The one list of shell names.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "busybox", "tcsh", "csh"})
 
 
 class _Unparseable(Exception):
@@ -253,7 +255,7 @@ def _unwrap(command: SimpleCommand, depth: int) -> list[SimpleCommand]:
         return []
     name = posixpath.basename(command.program)
     inner: list[SimpleCommand] = []
-    if name in _SHELLS:
+    if name in SHELLS:
         script = _shell_script(command.words)
         if script is not None:
             inner = list(parse(script, depth + 1).all_commands)

@@ -29,7 +29,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from bastion.config_types import LOGIN_NAME
-from bastion.identity.issuers import RESERVED_USERNAMES, IdentitySettings, IssuerSettings
+from bastion.identity.config import RESERVED_USERNAMES, IdentitySettings, IssuerSettings
 
 FetchJson = Callable[[str], dict[str, Any]]
 ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from bastion.control.actions import ShellLine
+from bastion.control.command_line import SHELLS
 from bastion.control.gate import Gate
 from bastion.shell.tracker import CLEAR_LINE, ShellLineTracker
 
 ECHO_QUIET, ECHO_WAIT = 0.04, 1.0
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "ash", "busybox", "tcsh", "csh"})
 
 
 def runs_a_shell(command: str) -> bool:
@@ -48,7 +48,8 @@ class ShellLines:
         self.closed = False
 
     def output(self, data: bytes) -> None:
-        """Everything the client is shown (masked output and the bastion's own lines)."""
+        """What the shell wrote (raw, before masking: the line is decided on what the shell has) and the
+        bastion's own lines."""
         self.tracker.output(data)
         self.last_output = asyncio.get_running_loop().time()
 

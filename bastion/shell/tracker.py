@@ -8,303 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 
 import pyte
-from pyte import modes
-from pyte.screens import Char, StaticDefaultDict
-from wcwidth import wcswidth, wcwidth
 
-# Ctrl-C: readline drops the whole command, continuation lines included, and draws a fresh
-# primary prompt; Ctrl-U would only erase left of the cursor on the current physical line.
-CLEAR_LINE = b"\x03"
+from bastion.shell.keys import CLEAR_LINE, KeyScanner
+from bastion.shell.screen import Screen, ScreenListener, cells
 
-# Keys that make readline accept the line: Enter (C-m), C-j and C-o (operate-and-get-next).
-ENTER_KEYS = frozenset(b"\r\n\x0f")
-QUOTED_INSERT = 0x16  # C-v: the next key is inserted literally, even an Enter
-PASTE_START = b"\x1b[200~"
-PASTE_END = b"\x1b[201~"
+__all__ = ["CLEAR_LINE", "ShellLineTracker", "unfinished"]
+
 # Private modes that change what the screen shows or how, and a full reset: never skipped as bulk.
 MODE_SWITCH = re.compile(rb"\x1b\[\?(?:[0-9]*;)*(?:2004|1049|1047|47|[3567])(?:;[0-9]*)*[hl]|\x1bc")
 BULK = 8192  # bytes of output, read by no line, from which only the last screenful is emulated
-ALTERNATE_SCREENS = frozenset({47, 1047, 1049})
-BRACKETED_PASTE = 2004
-INTERRUPT = 0x03
-TAKES_PRIVATE = frozenset({"set_mode", "reset_mode", "erase_in_line", "erase_in_display", "report_device_attributes"})
 # Keys after which readline may draw the prompt again lower down: completion listings (Tab,
 # M-?, M-=), clear-screen (C-l), C-x prefixed commands: ESC not starting an arrow key's sequence.
 REDRAW_KEYS = re.compile(rb"[\t\x0c\x18]|\x1b(?![\[O])")
 DEFAULT_CONTINUATION_PROMPT = "> "  # bash's PS2
 ISEARCH = re.compile(r"^\((?:failed )?(?:reverse-)?i-search\)`.*?': ", re.DOTALL)
-
-
-def _cells(text: str) -> int:
-    width = wcswidth(text)
-    return width if width >= 0 else len(text)
-
-
-@dataclass
-class _SavedScreen:
-    buffer: dict[int, StaticDefaultDict[int, Char]]
-    wrapped: list[bool]
-    marks: dict[str, tuple[int, int]]
-    cursor: pyte.screens.Cursor
-
-
-class _Screen(pyte.Screen):  # type: ignore[misc]
-    """A pyte screen that knows soft-wrapped rows, follows marked cells through scrolling, keeps
-    the main screen under the alternate one (pyte has none) and notes where each line read and
-    its prompt begin and end."""
-
-    def __init__(self, columns: int, lines: int) -> None:
-        self.wrapped: list[bool] = [False] * lines  # row continues the row above (autowrap)
-        # name -> (row, column), rows moved by scrolling, dropped when scrolled off or erased:
-        # "origin" where the shell's line read began, "prompt_end" after its prompt was drawn,
-        # "anchor" where the tracker's line begins, "drawn" the lowest row drawn on since.
-        self.marks: dict[str, tuple[int, int]] = {}
-        self.line_reads = 0  # times bracketed paste was switched on: readline started a line
-        self.paste_switches = 0  # times it was switched on or off: readline started or ended a line
-        self.paste_seen = False
-        self.prompt_pending = False  # a line read began and its prompt's end is not known yet
-        self.drew = False  # something was drawn since the line read began
-        self.saved_main: _SavedScreen | None = None
-        self._drawing = False
-        super().__init__(columns, lines)
-
-    @property
-    def alternate(self) -> bool:
-        return self.saved_main is not None
-
-    @property
-    def bracketed_paste(self) -> bool:
-        return (BRACKETED_PASTE << 5) in self.mode
-
-    @property
-    def cursor_cell(self) -> tuple[int, int]:
-        return self.cursor.y, min(self.cursor.x, self.columns)
-
-    def reset(self) -> None:
-        super().reset()
-        self.wrapped = [False] * self.lines
-        self.marks = {}
-        self.saved_main = None
-
-    def resize(self, lines: int | None = None, columns: int | None = None) -> None:
-        super().resize(lines, columns)
-        self._fit()
-
-    def _fit(self) -> None:
-        """Wrap flags and marks for the current number of rows."""
-        self.wrapped = (self.wrapped + [False] * self.lines)[: self.lines]
-        self.marks = {name: cell for name, cell in self.marks.items() if cell[0] < self.lines}
-        self.cursor.y = min(self.cursor.y, self.lines - 1)
-        self.cursor.x = min(self.cursor.x, self.columns)
-
-    def end_of_output(self) -> None:
-        """A chunk of output ended: if it drew the prompt of a new line read, its end is here (not
-        at the start of a row: that is the end of the first rows of a prompt of several)."""
-        if self.prompt_pending and self.drew and self.cursor.x > 0:
-            self.prompt_pending = False
-            self.marks["prompt_end"] = self.cursor_cell
-
-    # Soft wraps: pyte wraps by a linefeed from inside draw().
-    def draw(self, data: str) -> None:
-        self._drawing = True
-        try:
-            if data.isascii():
-                super().draw(data)
-            else:
-                for char in data:
-                    self._wrap_early(char)
-                    super().draw(char)
-        finally:
-            self._drawing = False
-        self.drew = True
-        lowest = max(self.marks.get("drawn", (-1, 0))[0], self.cursor.y)
-        self.marks["drawn"] = (lowest, 0)
-
-    def _wrap_early(self, char: str) -> None:
-        """Like xterm (and readline's model of it), not pyte: a wide character that does not fit
-        in the last column goes to the next row, leaving that column as padding (no text)."""
-        if wcwidth(char) == 2 and self.cursor.x == self.columns - 1 and modes.DECAWM in self.mode:
-            self.buffer[self.cursor.y][self.cursor.x] = self.cursor.attrs._replace(data="")
-            self.cursor.x = self.columns
-
-    def linefeed(self) -> None:
-        super().linefeed()
-        if self._drawing:
-            self.wrapped[self.cursor.y] = True
-
-    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
-        super().erase_in_line(how, private)
-        y = self.cursor.y
-        if how in (0, 2) and y + 1 < self.lines:
-            self.wrapped[y + 1] = False  # the row no longer reaches the last column
-        if how in (1, 2):
-            self.wrapped[y] = False
-
-    def erase_in_display(self, how: int = 0, *args: object, **kwargs: object) -> None:
-        super().erase_in_display(how, *args, **kwargs)
-        if how in (2, 3):
-            self.wrapped = [False] * self.lines
-            self.marks = {}
-        elif how == 0:
-            self.wrapped[self.cursor.y + 1 :] = [False] * (self.lines - self.cursor.y - 1)
-
-    # Scrolling moves rows, their wrap flags and the marks on them.
-    def index(self) -> None:
-        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
-        if self.cursor.y == bottom:
-            self._shift(top, bottom, -1)
-        super().index()
-
-    def reverse_index(self) -> None:
-        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
-        if self.cursor.y == top:
-            self._shift(top, bottom, 1)
-        super().reverse_index()
-
-    def insert_lines(self, count: int | None = None) -> None:
-        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
-        if top <= self.cursor.y <= bottom:
-            self._shift(self.cursor.y, bottom, count or 1)
-        super().insert_lines(count)
-
-    def delete_lines(self, count: int | None = None) -> None:
-        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
-        if top <= self.cursor.y <= bottom:
-            self._shift(self.cursor.y, bottom, -(count or 1))
-        super().delete_lines(count)
-
-    def _shift(self, top: int, bottom: int, by: int) -> None:
-        """Rows top..bottom move by `by`; rows pushed out of the region are gone."""
-        size = bottom + 1 - top
-        moved = min(abs(by), size)
-        region = self.wrapped[top : bottom + 1]
-        blank = [False] * moved
-        self.wrapped[top : bottom + 1] = region[moved:] + blank if by < 0 else blank + region[: size - moved]
-        for name, (row, col) in list(self.marks.items()):
-            if top <= row <= bottom:
-                if top <= row + by <= bottom:
-                    self.marks[name] = (row + by, col)
-                else:
-                    del self.marks[name]
-
-    # Private modes: the alternate screen and bracketed paste.
-    def set_mode(self, *modes_: int, **kwargs: object) -> None:
-        reading = self.bracketed_paste
-        super().set_mode(*modes_, **kwargs)
-        if not kwargs.get("private"):
-            return
-        if ALTERNATE_SCREENS & set(modes_) and not self.alternate:
-            self._enter_alternate()
-        if BRACKETED_PASTE in modes_ and not reading:
-            self.paste_seen = True
-            self.line_reads += 1
-            self.paste_switches += 1
-            self.prompt_pending, self.drew = True, False
-            self.marks["origin"] = self.cursor_cell
-            self.marks["drawn"] = (self.cursor.y, 0)
-            self.marks.pop("prompt_end", None)
-
-    def reset_mode(self, *modes_: int, **kwargs: object) -> None:
-        reading = self.bracketed_paste
-        super().reset_mode(*modes_, **kwargs)
-        if reading and not self.bracketed_paste:
-            self.paste_switches += 1
-        if kwargs.get("private") and ALTERNATE_SCREENS & set(modes_) and self.saved_main is not None:
-            self._leave_alternate(self.saved_main)
-
-    def _enter_alternate(self) -> None:
-        self.saved_main = _SavedScreen(self.buffer, self.wrapped, self.marks, self.cursor)
-        self.buffer = defaultdict(lambda: StaticDefaultDict[int, Char](self.default_char))
-        self.wrapped = [False] * self.lines
-        self.marks = {}
-        self.cursor = pyte.screens.Cursor(self.cursor.x, self.cursor.y, self.cursor.attrs)
-
-    def _leave_alternate(self, main: _SavedScreen) -> None:
-        self.saved_main = None
-        self.buffer, self.marks, self.cursor, self.wrapped = main.buffer, main.marks, main.cursor, main.wrapped
-        self._fit()
-        self.ensure_hbounds()
-        self.ensure_vbounds()
-
-    # Reading the screen.
-    def text(self, row: int, start: int = 0, end: int | None = None) -> str:
-        """The characters shown in cells start..end of a row (wide characters once)."""
-        line = self.buffer[row]
-        stop = self.columns if end is None else min(end, self.columns)
-        return "".join(line[x].data for x in range(start, stop))
-
-    def line_start(self, row: int) -> int:
-        """The first row of the soft-wrapped run that contains `row`."""
-        while row > 0 and self.wrapped[row]:
-            row -= 1
-        return row
-
-
-class _Listener:
-    """What pyte's parser calls: the screen's handlers, minus the private (CSI ?) variants that
-    pyte would pass to handlers that cannot take them (it raises TypeError on `CSI ? m`)."""
-
-    def __init__(self, screen: _Screen) -> None:
-        self._screen = screen
-
-    def __getattr__(self, name: str) -> object:
-        handler = getattr(self._screen, name)
-        if name in TAKES_PRIVATE or not callable(handler):
-            return handler
-
-        def call(*args: object, **kwargs: object) -> object:
-            return None if kwargs.get("private") else handler(*args, **kwargs)
-
-        return call
-
-
-class _KeyScanner:
-    """Finds Enter keys in client input, skipping pasted text and C-v quoted keys."""
-
-    def __init__(self) -> None:
-        self.in_paste = False
-        self.quoted = False
-        self.escape = b""  # a possible start of a paste marker, split across reads
-        self.interrupted = False  # a C-c was typed (not quoted, not pasted)
-
-    def find_enter(self, data: bytes, paste_mode: bool) -> int:
-        """The index of the first Enter in data, or -1; state advances over bytes up to it.
-
-        Paste markers count only while the target asked for them: a shell that did not would
-        take the Enter keys between them as Enter keys.
-        """
-        if not paste_mode:
-            self.in_paste, self.escape = False, b""
-        for index, byte in enumerate(data):
-            if self._is_enter(byte, paste_mode):
-                return index
-        return -1
-
-    def _is_enter(self, byte: int, paste_mode: bool) -> bool:
-        if self.quoted:
-            self.quoted = False
-            return False
-        if self.escape and paste_mode:
-            self.escape += bytes([byte])
-            if self.escape in (PASTE_START, PASTE_END):
-                self.in_paste = self.escape == PASTE_START
-                self.escape = b""
-                return False
-            if PASTE_START.startswith(self.escape) or PASTE_END.startswith(self.escape):
-                return False
-            self.escape = b""  # not a marker: judge this byte on its own
-        if byte == 0x1B and paste_mode:
-            self.escape = b"\x1b"
-            return False
-        if self.in_paste:
-            return False
-        self.quoted = byte == QUOTED_INSERT
-        self.interrupted = self.interrupted or byte == INTERRUPT
-        return byte in ENTER_KEYS
 
 
 def unfinished(command: str) -> bool:
@@ -351,8 +71,8 @@ class ShellLineTracker:
 
     A session drives it so:
 
-    * `output(data)`: every byte sent to the client, after masking: the target's output and the
-      bastion's own messages.
+    * `output(data)`: every byte the target sends, raw (before masking: the line is decided on what
+      the shell has, not on the masked view), and the bastion's own messages.
     * `split_at_enter(data)`: client input. Forward `before` at once. At an `enter`, hold it and
       queue all further input. If `gating`: wait (bounded) until not `awaiting_echo` and output
       has been quiet briefly, decide on `line()`, then either forward the Enter and call
@@ -369,9 +89,9 @@ class ShellLineTracker:
     """
 
     def __init__(self, cols: int = 80, rows: int = 24) -> None:
-        self._screen = _Screen(cols, rows)
-        self._stream = pyte.ByteStream(_Listener(self._screen))
-        self._keys = _KeyScanner()
+        self._screen = Screen(cols, rows)
+        self._stream = pyte.ByteStream(ScreenListener(self._screen))
+        self._keys = KeyScanner()
         self._anchor: _Anchor | None = None
         self._pending: list[str] = []  # earlier lines of a multi-line command
         self._submitted: list[str] | None = None  # let through; continued or not, the next line tells
@@ -446,6 +166,11 @@ class ShellLineTracker:
     def full_screen(self) -> bool:
         """A full-screen program (vim, less, top) holds the alternate screen."""
         return self._screen.alternate
+
+    @property
+    def bracketed_paste(self) -> bool:
+        """The shell asked for bracketed paste: readline is reading a command line."""
+        return self._screen.bracketed_paste
 
     @property
     def awaiting_echo(self) -> bool:
@@ -556,8 +281,8 @@ class ShellLineTracker:
         for row, col in starts:
             shown = screen.text(row, col)
             for prompt in (self._primary_prompt, self._continuation_prompt):
-                if prompt and shown.startswith(prompt) and self._same_line((row, col), cursor, _cells(prompt)):
-                    return row, col + _cells(prompt), prompt
+                if prompt and shown.startswith(prompt) and self._same_line((row, col), cursor, cells(prompt)):
+                    return row, col + cells(prompt), prompt
         return None
 
     def _start_line(self, prompt: str) -> None:
@@ -609,12 +334,12 @@ class ShellLineTracker:
             return mark
         found = self._find_prompt(anchor.prompt, cursor_row, 0 if mark is None else mark[0] + 1)
         if found is not None:
-            return found, _cells(anchor.prompt)
+            return found, cells(anchor.prompt)
         if mark is not None:
             return mark
         start = screen.line_start(cursor_row)
         shown = screen.text(start)
-        return start, _cells(anchor.prompt) if anchor.prompt and shown.startswith(anchor.prompt) else 0
+        return start, cells(anchor.prompt) if anchor.prompt and shown.startswith(anchor.prompt) else 0
 
     def _find_prompt(self, prompt: str, from_row: int, floor: int) -> int | None:
         """The lowest row from from_row up to floor that starts a line with the prompt."""
@@ -633,7 +358,7 @@ class ShellLineTracker:
         for row in range(first, last + 1):
             text = screen.text(row, col if row == first else 0)
             continued = row < last and screen.wrapped[row + 1]
-            if continued and text.endswith(" ") and _cells(screen.text(row + 1, 0, 1)) == 2:
+            if continued and text.endswith(" ") and cells(screen.text(row + 1, 0, 1)) == 2:
                 text = text[:-1]  # readline pads the last column when a wide character does not fit
             parts.append(text if continued else text.rstrip())
             if row < last:

@@ -24,7 +24,8 @@ from bastion.identity.certinfo import CertificateFormatError, is_certificate, pa
 from bastion.logs import log
 from bastion.ssh.context import BastionContext, new_connection_id, server_options
 from bastion.ssh.inner import inner_connection
-from bastion.ssh.login_flow import IssuanceSession, LoginFlow, is_issuance_user
+from bastion.ssh.issuance_session import IssuanceSession
+from bastion.ssh.login_flow import LoginFlow, is_issuance_user
 
 APPROVER_COMMANDS = ("approvals", "approve", "deny")
 

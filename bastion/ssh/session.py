@@ -355,7 +355,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self._emit(data, stderr)
 
     def _emit(self, data: bytes, stderr: bool) -> None:
-        """Output as the user may see it (masked): to the recording, the shell-line screen and the client."""
+        """Output as the user may see it (masked): to the recording and the client. (The shell-line tracker
+        has already seen it raw, in from_target.)"""
         if self.client_gone or self.client is None or self.client.is_closing() or self.recording.closed:
             return
         if self.transfer:

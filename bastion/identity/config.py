@@ -1,4 +1,4 @@
-"""[[identity.issuers]]: the OIDC providers whose tokens the bastion turns into certificates."""
+"""Identity's settings: [[identity.issuers]], the OIDC providers whose tokens the bastion turns into certificates."""
 
 from __future__ import annotations
 
