@@ -13,7 +13,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from bastion.identity.issuers import IdentitySettings, IssuerSettings
+from bastion.identity.config import IdentitySettings, IssuerSettings
 from bastion.identity.oidc import TokenRejected, TokenVerifier
 
 ISSUER = "https://idp.example"
