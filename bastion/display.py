@@ -1,10 +1,10 @@
 """Text from users (commands, tool arguments, reasons) made safe to put on another person's terminal.
 
 An attacker who controls a command line controls what an approver's screen shows unless control
-characters, escape sequences and bidirectional overrides are neutralised first (DESIGN §5). Nothing
-is deleted: what was hidden inside an escape sequence is exactly what an approver must see, so every
-control or format character is shown as a visible mark instead (ESC as ␛, others as \\xNN or \\uNNNN),
-and the rest of the sequence stays readable text.
+characters, escape sequences and bidirectional overrides are neutralised first (docs/architecture.md,
+"Text people see"). Nothing is deleted: what was hidden inside an escape sequence is exactly what an
+approver must see, so every control or format character is shown as a visible mark instead (ESC as ␛,
+others as \\xNN or \\uNNNN), and the rest of the sequence stays readable text.
 """
 
 from __future__ import annotations

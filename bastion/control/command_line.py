@@ -1,6 +1,6 @@
 """A shell command line -> the simple commands it would run, for policy matching; pure.
 
-A guardrail, not a shell (DESIGN §3.3): it splits on `;`, `&&`, `||`, `|`, `&`, newlines and
+A guardrail, not a shell (docs/design/0005-control.md): it splits on `;`, `&&`, `||`, `|`, `&`, newlines and
 subshell parentheses, looks inside `$(...)`, `<(...)` and backticks, and splits words like a POSIX
 shell (shlex). It does not expand variables, aliases or globs, so a determined user can hide a
 program name (`$X`, `$'\\x72m'`); policy can forbid shells where that matters. Quoting it cannot

@@ -1,6 +1,6 @@
 """Rules -> a Decision (allow, deny or approve) for each thing a person does through the bastion; pure.
 
-Semantics (DESIGN §4): default deny; every rule that matches is considered; deny beats approve
+Semantics (docs/design/0005-control.md): default deny; every rule that matches is considered; deny beats approve
 beats allow; the decision names the rule that made it (the first in file order of the winning
 effect) and every rule that matched.
 

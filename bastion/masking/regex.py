@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
 # The bounds of a detector (its longest match, its lookbehind) come from the regex's parse tree, and CPython
 # offers no public parser: `sre_parse` is this same module under a name deprecated since 3.11.
 from re import _constants as sre  # type: ignore[attr-defined]

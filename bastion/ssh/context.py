@@ -72,7 +72,7 @@ def server_options(**options: Any) -> asyncssh.SSHServerConnectionOptions:
     """Options every server of the bastion shares: nothing offered that it does not mediate."""
     return asyncssh.SSHServerConnectionOptions(
         allow_pty=True,
-        line_editor=False,  # bytes pass through untouched (DESIGN §5)
+        line_editor=False,  # bytes pass through untouched: the target's shell edits lines, not asyncssh
         agent_forwarding=False,
         x11_forwarding=False,
         allow_scp=False,
