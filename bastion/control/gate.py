@@ -11,14 +11,17 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from bastion.audit import events as ev
 from bastion.audit.recording import SessionRecording
 from bastion.control.actions import Action, Decision, Exec, McpTool, ShellLine, Subject, action_kind, action_text
+from bastion.control.approval_queue import Approvals
 from bastion.control.approvals import ApprovalError, ApprovalRequest
+from bastion.control.policy import Policy
 from bastion.display import sanitize_for_display
+from bastion.masking.masker import Masker
 from bastion.masking.values import mask_json
-from bastion.ssh.context import BastionContext
 
 REASON_ENV = "BASTION_REASON"  # ssh -o SetEnv=BASTION_REASON="..." gives approvers the requester's reason
 DENIED_STATUS = 77  # exit status of a denied exec or shell (sysexits EX_NOPERM), documented in the README
@@ -38,10 +41,27 @@ def denial(decision: Decision, action: Action) -> str:
     return f"denied by rule {decision.rule}: {decision.message}"
 
 
+class Controls(Protocol):
+    """What a gate asks: the policy, the approval queue, the masker, and the audit log (the bastion's context)."""
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def approvals(self) -> Approvals: ...
+
+    @property
+    def masker(self) -> Masker | None: ...
+
+    def audit(self, type_: str, **fields: Any) -> None: ...
+
+
 class Gate:
+    """Decides the actions of one subject (user, host, login) for one connection or session, and records them."""
+
     def __init__(
         self,
-        ctx: BastionContext,
+        ctx: Controls,
         subject: Subject,
         source: str,
         recording: SessionRecording | None = None,
