@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from bastion import config as config_mod
-from bastion.cli.main import main
 from bastion.cli.approvals import approvals as approvals_cli
+from bastion.cli.main import main
 from bastion.control.actions import Decision, Exec, Forward, McpTool, ShellLine, Subject, action_key
 from bastion.control.approval_queue import Approvals
 from bastion.control.approvals import ApprovalError, ApprovalRequest
