@@ -25,7 +25,7 @@ STATUS_NAMES: tuple[str, ...] = ("ok", "eof", "no_such_file", "permission_denied
 STATUS_NAMES += ("no_connection", "connection_lost", "op_unsupported")
 
 MAX_PACKET = 256 * 1024 + 4096  # OpenSSH's SFTP_MAX_MSG_LENGTH plus a margin
-_HEAD = 4 + 4 + 256 + 8 + 4  # WRITE head: id, handle (at most 256 bytes), offset, len
+WRITE_HEAD = 4 + 4 + 256 + 8 + 4  # WRITE head: id, handle (at most 256 bytes), offset, len
 _PATH_OPS = {REMOVE: "remove", MKDIR: "mkdir", RMDIR: "rmdir", SETSTAT: "setstat"}
 _EXT_OPS = {
     b"posix-rename@openssh.com": "rename",
@@ -33,7 +33,7 @@ _EXT_OPS = {
     b"lsetstat@openssh.com": "setstat",
 }
 # Bodies buffered whole (small requests/replies), or only up to their head
-_CLIENT_CAPS = {t: MAX_PACKET for t in (OPEN, CLOSE, READ, RENAME, SYMLINK, EXTENDED, *_PATH_OPS)} | {WRITE: _HEAD}
+_CLIENT_CAPS = {t: MAX_PACKET for t in (OPEN, CLOSE, READ, RENAME, SYMLINK, EXTENDED, *_PATH_OPS)} | {WRITE: WRITE_HEAD}
 _SERVER_CAPS = {STATUS: 8, HANDLE: MAX_PACKET, DATA: 8}  # id and code / data length
 _MAX_PENDING = 65536  # outstanding requests kept per kind; the oldest go first
 _MAX_FILES = 4096  # open handles tracked; the oldest is reported "unclosed" past this
@@ -161,6 +161,16 @@ class SftpInspector:
         self._files: dict[bytes, _File] = {}  # handle -> open file
         self.broken = False
         self.reason = ""
+
+    @property
+    def held(self) -> int:
+        """Bytes of the client's stream held for a packet not yet complete (a WRITE's payload is skipped)."""
+        return len(self._client.buf)
+
+    @property
+    def broken_directions(self) -> tuple[str, ...]:
+        """Which directions stopped being inspected ("client", "server")."""
+        return tuple(d.name for d in (self._client, self._server) if d.broken)
 
     def client_data(self, data: bytes) -> list[Transfer | FileOperation]:
         return self._feed(self._client, data, self._on_client)
