@@ -18,6 +18,7 @@ from bastion.audit.recording import SessionRecording, close_interrupted
 from bastion.audit.seal import Sealer
 from bastion.control.approvals import Vote
 from bastion.storage import SqliteStore as Store
+from bastion.storage.approvals import ApprovalTables
 
 
 @pytest.fixture
@@ -122,6 +123,23 @@ def test_a_failing_write_does_not_lose_the_rest_of_its_batch(tmp_path: Path) -> 
     store.flush()
     assert first.exception() is None and isinstance(duplicate.exception(), sqlite3.IntegrityError)
     assert [e.data for e in store.events("s")] == [b"one", b"two"]
+    store.close()
+
+
+def test_a_failing_write_leaves_none_of_its_statements(tmp_path: Path) -> None:
+    """A write of several statements that fails at its second keeps nothing of its first."""
+    store = Store(tmp_path / "db.sqlite")
+    vote = Vote("bob", True, "", 1.0)
+
+    def twice(tables: ApprovalTables) -> None:
+        tables.add_vote(7, vote)
+        tables.add_vote(7, vote)  # the same primary key: fails
+
+    failed = store.approvals_write(twice)
+    store.flush()
+    assert isinstance(failed.exception(), sqlite3.IntegrityError)
+    votes = sqlite3.connect(store.path).execute("SELECT COUNT(*) FROM approval_votes").fetchone()[0]
+    assert votes == 0
     store.close()
 
 

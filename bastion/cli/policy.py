@@ -1,8 +1,6 @@
-"""`bastion policy test` and `bastion approvals` (whose commands live in `approver_commands`, shared with SSH).
+"""`bastion policy test`: what the rules decide for a user, host, login and action, and which rules matched.
 
-The operator on the bastion host acts as `operator:<unix user>` and may decide any request but
-their own; over SSH an approver acts with their certificate's identity and groups, and sees and
-decides only the requests their groups may decide.
+(`bastion approvals` is in approvals.py.)
 """
 
 from __future__ import annotations

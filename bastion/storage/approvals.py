@@ -23,10 +23,10 @@ SCHEMA = [
         request_id INTEGER NOT NULL, approver TEXT NOT NULL, approve INTEGER NOT NULL, reason TEXT NOT NULL,
         ts REAL NOT NULL, PRIMARY KEY (request_id, approver))""",
     """CREATE TABLE IF NOT EXISTS approval_grants (
-        user TEXT NOT NULL, host TEXT NOT NULL, login TEXT NOT NULL, action_key TEXT NOT NULL,
+        "user" TEXT NOT NULL, host TEXT NOT NULL, login TEXT NOT NULL, action_key TEXT NOT NULL,
         until REAL NOT NULL, request_id INTEGER NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS approval_requests_status ON approval_requests (status)",
-    "CREATE INDEX IF NOT EXISTS approval_grants_key ON approval_grants (user, host, action_key)",
+    'CREATE INDEX IF NOT EXISTS approval_grants_key ON approval_grants ("user", host, action_key)',
 ]
 SEP = "\x1f"  # joins group names in one column (names never contain it)
 
@@ -128,7 +128,7 @@ def request_ids(c: Connection, pending_only: bool, now: float, limit: int) -> li
 
 def grant_active(c: Connection, user: str, host: str, login: str, key: str, now: float) -> bool:
     query = (
-        "SELECT 1 FROM approval_grants WHERE user = ? AND host = ? AND login = ? AND action_key = ? "
+        'SELECT 1 FROM approval_grants WHERE "user" = ? AND host = ? AND login = ? AND action_key = ? '
         "AND until > ? LIMIT 1"
     )
     return c.execute(query, (user, host, login, key, now)).fetchone() is not None

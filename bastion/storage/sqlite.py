@@ -109,14 +109,14 @@ class SqliteStore:
 
     def put_session(self, info: SessionInfo) -> None:
         row = _session_row(info)
-        columns = ", ".join(row)
+        columns = ", ".join(f'"{name}"' for name in row)  # quoted: "user" is reserved in PostgreSQL
         marks = ", ".join("?" for _ in row)
         self._submit(lambda c: c.execute(f"INSERT INTO sessions ({columns}) VALUES ({marks})", list(row.values())))
 
     def update_session(self, session_id: str, **fields: Any) -> None:
         if "extra" in fields:
             fields["extra"] = json.dumps(fields["extra"], sort_keys=True)
-        assignments = ", ".join(f"{name} = ?" for name in fields)
+        assignments = ", ".join(f'"{name}" = ?' for name in fields)
         values = [*fields.values(), session_id]
         self._submit(lambda c: c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", values))
 
@@ -164,7 +164,7 @@ class SqliteStore:
 
     def record_certificate(self, row: dict[str, Any]) -> Future[Any]:
         row = {**row, "groups": json.dumps(list(row["groups"])), "principals": json.dumps(list(row["principals"]))}
-        columns = ", ".join(row)
+        columns = ", ".join(f'"{name}"' for name in row)  # quoted: "user" is reserved in PostgreSQL
         marks = ", ".join("?" for _ in row)
         return self._submit(
             lambda c: c.execute(f"INSERT INTO certificates ({columns}) VALUES ({marks})", list(row.values()))
@@ -179,15 +179,15 @@ class SqliteStore:
             if serial is not None:
                 where, args = "serial = ?", [serial]
             else:
-                where, args = "user = ? AND valid_before > ?", [user, now]
+                where, args = '"user" = ? AND valid_before > ?', [user, now]
             rows = c.execute(
-                f"SELECT serial, user FROM certificates WHERE {where} AND revoked_at IS NULL", args
+                f'SELECT serial, "user" FROM certificates WHERE {where} AND revoked_at IS NULL', args
             ).fetchall()
             c.executemany("UPDATE certificates SET revoked_at = ? WHERE serial = ?", [(now, r[0]) for r in rows])
             if user is not None:  # and tokens issued before now will not get the user a new certificate
                 c.execute(
-                    "INSERT INTO user_revocations (user, revoked_at) VALUES (?, ?) "
-                    "ON CONFLICT (user) DO UPDATE SET revoked_at = excluded.revoked_at",
+                    'INSERT INTO user_revocations ("user", revoked_at) VALUES (?, ?) '
+                    'ON CONFLICT ("user") DO UPDATE SET revoked_at = excluded.revoked_at',
                     [user, now],
                 )
             return [{"serial": r[0], "user": r[1], "revoked_at": now} for r in rows]
@@ -196,12 +196,12 @@ class SqliteStore:
 
     def user_revoked_at(self, user: str) -> float | None:
         """When `bastion cert revoke --user` last revoked this user (None: never)."""
-        rows = (self._query("SELECT revoked_at FROM user_revocations WHERE user = ?", [user]))
+        rows = self._query('SELECT revoked_at FROM user_revocations WHERE "user" = ?', [user])
         return float(rows[0]["revoked_at"]) if rows else None
 
     def revoked_since(self, since: float) -> list[dict[str, Any]]:
         rows = self._query(
-            "SELECT serial, user, revoked_at FROM certificates WHERE revoked_at > ? ORDER BY revoked_at", [since]
+            'SELECT serial, "user", revoked_at FROM certificates WHERE revoked_at > ? ORDER BY revoked_at', [since]
         )
         return list(rows)
 
@@ -239,9 +239,9 @@ class SqliteStore:
         return [_session_from_row(r) for r in rows]
 
     def session(self, session_id: str) -> SessionInfo | None:
-        rows = (self._query("SELECT * FROM sessions WHERE id = ?", [session_id]))
+        rows = self._query("SELECT * FROM sessions WHERE id = ?", [session_id])
         if not rows:
-            rows = (self._query("SELECT * FROM sessions WHERE id LIKE ? LIMIT 2", [session_id + "%"]))
+            rows = self._query("SELECT * FROM sessions WHERE id LIKE ? LIMIT 2", [session_id + "%"])
             if len(rows) != 1:
                 return None
         return _session_from_row(rows[0])
@@ -268,7 +268,7 @@ class SqliteStore:
             after = rows[-1]["seq"]
 
     def seal(self, session_id: str, table: str = "seals") -> tuple[dict[str, Any], str] | None:
-        rows = (self._query(f"SELECT body, signature FROM {table} WHERE session_id = ?", [session_id]))
+        rows = self._query(f"SELECT body, signature FROM {table} WHERE session_id = ?", [session_id])
         return (json.loads(rows[0]["body"]), rows[0]["signature"]) if rows else None
 
     def audit_entries(self) -> Iterator[dict[str, Any]]:
@@ -287,7 +287,7 @@ class SqliteStore:
         return [{**r, "fields": json.loads(r["fields"])} for r in rows]
 
     def certificate(self, serial: int) -> dict[str, Any] | None:
-        rows = (self._query("SELECT * FROM certificates WHERE serial = ?", [serial]))
+        rows = self._query("SELECT * FROM certificates WHERE serial = ?", [serial])
         if not rows:
             return None
         row = rows[0]

@@ -1,7 +1,8 @@
 """One writer thread that commits queued writes in batches: each batch is one transaction.
 
 The event loop only ever appends to a queue; `flush_interval` bounds how long a write waits for its
-batch. One write that raises fails alone (its future gets the exception); the rest of the batch commits.
+batch. One write that raises fails alone and whole (a savepoint undoes its statements; its future gets
+the exception, and the failure is logged); the rest of the batch commits.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
+
+from bastion.logs import log
 
 T = TypeVar("T")
 _STOP = object()
@@ -83,10 +86,14 @@ class BatchWriter:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for index, (op, _) in enumerate(items):
+                conn.execute("SAVEPOINT write")  # a write is all or nothing, whatever its statements
                 try:
                     results[index] = op(conn)
                 except Exception as exc:  # one bad write must not lose the rest of the batch
+                    conn.execute("ROLLBACK TO write")
                     errors[index] = exc
+                    log("store.write_failed", error=repr(exc))  # also for writes whose caller keeps no future
+                conn.execute("RELEASE write")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
