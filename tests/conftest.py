@@ -2,6 +2,9 @@
 
 One bastion and one target serve the whole run (they are slow to start, and tests that need a
 different setup start their own). Every test gets its own session ids, so tests do not interfere.
+
+The serving bastion commits what it records from its own process, so a test that reads the
+database waits for the entry it needs (`logged`, `latest_session`, `wait_until`), never for a while.
 """
 
 from __future__ import annotations
@@ -16,19 +19,36 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from bastion.demo.targets import TargetSshd, ensure_login, free_port
-from bastion.storage.store import Store
+from bastion.storage import SqliteStore as Store
 
 BIN = Path(sys.executable).parent
+T = TypeVar("T")
 
 
-def run_bastion(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def wait_until(condition: Callable[[], T | None], what: str, timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail saying `what` never happened.
+
+    For conditions another process brings about with no event to wait on (a commit by `bastion
+    serve`, a port listening): the deadline only bounds a failure, a passing test never waits it out.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def run_bastion(*args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([str(BIN / "bastion"), *args], capture_output=True, text=True, timeout=60, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"bastion {' '.join(args)} failed ({result.returncode}): {result.stderr}")
@@ -47,6 +67,7 @@ class BastionEnv:
     user_key: Path
     ssh_config: Path
     process: subprocess.Popen[bytes] | None = None
+    _store: Store | None = field(default=None, repr=False)
 
     def ssh(
         self,
@@ -66,7 +87,10 @@ class BastionEnv:
         return run_bastion(*args, "-c", str(self.config), check=check)
 
     def store(self) -> Store:
-        return Store(self.root / "state" / "bastion.db")
+        """This environment's database, opened once (its reads see what `bastion serve` committed); see close()."""
+        if self._store is None:
+            self._store = Store(self.root / "state" / "bastion.db")
+        return self._store
 
     def issue(self, user: str, key_name: str, *extra: str) -> Path:
         key = self.root / key_name
@@ -75,32 +99,41 @@ class BastionEnv:
         run_bastion("cert", "issue", "-c", str(self.config), "--user", user, "--pubkey", f"{key}.pub", *extra)
         return key
 
-    def logged(self, type_: str, match: Callable[[dict[str, Any]], bool] = lambda f: True) -> list[dict[str, Any]]:
-        """Audit-log entries of a type that match; waits (5 s at most) for the serving bastion to commit them."""
-        deadline = time.monotonic() + 5
-        while True:
-            found = [e["fields"] for e in self.store().audit_log(type_) if match(e["fields"])]
-            if found or time.monotonic() > deadline:
-                assert found, f"no {type_} entry in the audit log"
-                return found
-            time.sleep(0.1)
+    def logged(
+        self, type_: str, match: Callable[[dict[str, Any]], bool] = lambda f: True, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit-log entries of a type that match (logged at or after `since`, when given); waits (10 s at
+        most) for the serving bastion to commit at least one."""
+
+        def found() -> list[dict[str, Any]]:
+            entries = self.store().audit_log(type_)
+            return [e["fields"] for e in entries if (since is None or e["ts"] >= since) and match(e["fields"])]
+
+        return wait_until(found, f"a matching {type_} entry in the audit log")
+
+    def sealed(self, session_id: str) -> None:
+        """Wait until the session's seal is committed: then all it recorded is too (it is written last)."""
+        self.logged("session.end", lambda f: f["session"] == session_id)
 
     def latest_session(self, command_part: str) -> str:
-        """The id of the newest session whose command contains `command_part`."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        """The id of the newest finished session whose command contains `command_part`, once it is sealed."""
+
+        def finished() -> str | None:
             rows = json.loads(self.bastion("sessions", "list", "--json").stdout)
             for row in rows:
                 if command_part in (row["command"] or "") and row["status"] != "live":
                     return str(row["id"])
-            time.sleep(0.1)
-        raise AssertionError(f"no finished session with {command_part!r}")
+            return None
+
+        session_id = wait_until(finished, f"a finished session with {command_part!r}", interval=0.1)
+        self.sealed(session_id)
+        return session_id
 
     def start(self) -> None:
-        log = open(self.root / "serve.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(
-            [str(BIN / "bastion"), "serve", "-c", str(self.config)], stdout=log, stderr=log, start_new_session=True
-        )
+        with open(self.root / "serve.log", "ab") as log:  # the child has its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [str(BIN / "bastion"), "serve", "-c", str(self.config)], stdout=log, stderr=log, start_new_session=True
+            )
         wait_for_port(self.port, self.process, self.root / "serve.log")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -108,6 +141,32 @@ class BastionEnv:
             os.killpg(self.process.pid, sig)
             self.process.wait(timeout=10)
         self.process = None
+
+    def close(self) -> None:
+        """Stop the bastion and the target, and close the store that store() opened."""
+        try:
+            self.stop()
+        finally:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self.target.stop()
+
+
+@contextlib.contextmanager
+def spawned(args: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[Any]]:
+    """subprocess.Popen that does not outlive the block, passed or failed: killed if still running,
+    its pipes closed, reaped."""
+    process = subprocess.Popen(args, **kwargs)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        process.wait(timeout=10)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 15) -> None:
@@ -204,17 +263,25 @@ def make_env(root: Path, extra: str = "") -> BastionEnv:
     (root / "bastion.toml").write_text(f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n')
     init = json.loads(run_bastion("init", "-c", str(root / "bastion.toml"), "--json").stdout)
     target = TargetSshd("mcp-host", root / "target", state / "upstream_ca.pub").start()
-    # The key credential ("key:upstream_key") is accepted by the target through authorized_keys.
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "upstream_key")], check=True)
-    os.chmod(root / "upstream_key", 0o600)
-    (target.authorized_keys_dir / login).write_text((root / "upstream_key.pub").read_text())
-    config = write_config(root, port, target, login, extra)
-    key = root / "alice"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    run_bastion("cert", "issue", "-c", str(config), "--user", "alice", "--group", "dev", "--pubkey", f"{key}.pub")
-    ssh_config = write_ssh_config(root, port, "alice", key, init["known_hosts"])
+    try:
+        # The key credential ("key:upstream_key") is accepted by the target through authorized_keys.
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "upstream_key")], check=True)
+        os.chmod(root / "upstream_key", 0o600)
+        (target.authorized_keys_dir / login).write_text((root / "upstream_key.pub").read_text())
+        config = write_config(root, port, target, login, extra)
+        key = root / "alice"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        run_bastion("cert", "issue", "-c", str(config), "--user", "alice", "--group", "dev", "--pubkey", f"{key}.pub")
+        ssh_config = write_ssh_config(root, port, "alice", key, init["known_hosts"])
+    except BaseException:
+        target.stop()
+        raise
     env = BastionEnv(root, config, port, target, login, key, ssh_config)
-    env.start()
+    try:
+        env.start()
+    except BaseException:
+        env.close()  # a bastion that never listened is stopped too, with the target
+        raise
     return env
 
 
@@ -226,13 +293,14 @@ def running_env(extra: str = "") -> Iterator[BastionEnv]:
     """
     # Not under pytest's 0700 tmp folder: sshd reads authorized_keys as the target's login.
     root = Path(tempfile.mkdtemp(prefix="bastion-test-"))
-    os.chmod(root, 0o755)
-    environment = make_env(root, extra)
     try:
-        yield environment
+        os.chmod(root, 0o755)
+        environment = make_env(root, extra)
+        try:
+            yield environment
+        finally:
+            environment.close()
     finally:
-        environment.stop()
-        environment.target.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, run_bastion
+from tests.conftest import BIN, run_bastion, wait_until
 
 
 @pytest.fixture
@@ -106,7 +106,6 @@ def test_a_world_readable_ca_key_is_refused(config: Path) -> None:
 def test_serve_initialises_an_empty_state_directory(tmp_path: Path) -> None:
     import signal
     import socket
-    import time
 
     from bastion.demo.targets import free_port
 
@@ -119,16 +118,15 @@ def test_serve_initialises_an_empty_state_directory(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def banner() -> bytes | None:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    assert sock.recv(64).startswith(b"SSH-2.0-")
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("bastion serve did not listen")
+                    return sock.recv(64)
+            except OSError:  # not listening yet
+                return None
+
+        assert wait_until(banner, f"bastion serve to listen on port {port}", timeout=15).startswith(b"SSH-2.0-")
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)

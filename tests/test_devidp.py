@@ -1,4 +1,7 @@
-"""`bastion dev-idp` over real HTTP: discovery, JWKS, device flow, code + PKCE, client credentials, loopback only."""
+"""`bastion dev-idp` over real HTTP: discovery, JWKS, device flow, code + PKCE, client credentials, loopback only.
+
+The tests that serve the provider over HTTP carry the e2e mark; the ones on its parts alone do not.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,6 +40,7 @@ from bastion.demo.devidp import (
     serve_dev_idp,
     start_dev_idp,
 )
+from tests.conftest import wait_until
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 REDIRECT = "http://127.0.0.1:53682/callback"
@@ -145,6 +148,7 @@ def query_of(location: str) -> dict[str, str]:
 # Discovery and keys
 
 
+@pytest.mark.e2e
 def test_discovery_document_is_valid_openid_provider_metadata(serve: Callable[..., RunningIdp]) -> None:
     running = serve()
     assert running.url.startswith("http://127.0.0.1:")
@@ -159,6 +163,7 @@ def test_discovery_document_is_valid_openid_provider_metadata(serve: Callable[..
     assert set(doc["grant_types_supported"]) == {"authorization_code", "client_credentials", DEVICE_GRANT}
 
 
+@pytest.mark.e2e
 def test_jwks_publishes_only_the_public_key_with_its_kid(serve: Callable[..., RunningIdp], key: SigningKey) -> None:
     running = serve()
     (published,) = call(f"{running.url}/jwks").json()["keys"]
@@ -179,6 +184,7 @@ def test_a_key_file_is_made_once_and_then_reused(tmp_path: Path) -> None:
 # Device authorization grant (RFC 8628)
 
 
+@pytest.mark.e2e
 def test_device_flow_pending_then_slow_down_then_approved_by_the_form(serve: Callable[..., RunningIdp]) -> None:
     running = serve()
     device = start_device(running)
@@ -212,6 +218,7 @@ def test_device_flow_pending_then_slow_down_then_approved_by_the_form(serve: Cal
     assert userinfo.json()["groups"] == ["dev", "approvers"]
 
 
+@pytest.mark.e2e
 def test_device_flow_denied_gives_access_denied(serve: Callable[..., RunningIdp]) -> None:
     running = serve()
     device = start_device(running)
@@ -222,16 +229,21 @@ def test_device_flow_denied_gives_access_denied(serve: Callable[..., RunningIdp]
     assert again.status == 400 and "already denied" in again.text
 
 
+@pytest.mark.e2e
 def test_device_code_expires(serve: Callable[..., RunningIdp]) -> None:
     running = serve(device_expires_in=1)
     device = start_device(running)
     assert device["expires_in"] == 1
-    time.sleep(1.2)
+    # The provider keeps no clock a test can set: wait for this code's own expiry, no longer.
+    pending = running.idp.device(device["device_code"])
+    assert pending is not None and not pending.is_expired()
+    wait_until(pending.is_expired, "the device code to expire")
     assert poll(running, device["device_code"]).json()["error"] == "expired_token"
     page = call(device["verification_uri_complete"])
     assert page.status == 400 and "has expired" in page.text
 
 
+@pytest.mark.e2e
 def test_device_flow_refuses_unknown_codes_users_and_clients(serve: Callable[..., RunningIdp]) -> None:
     running = serve()
     device = start_device(running, scope="openid")
@@ -245,6 +257,7 @@ def test_device_flow_refuses_unknown_codes_users_and_clients(serve: Callable[...
     assert call(f"{running.url}/device_authorization", {"client_id": "nobody"}).json()["error"] == "invalid_client"
 
 
+@pytest.mark.e2e
 def test_auto_approve_gives_tokens_at_the_first_poll_and_no_id_token_without_openid(
     serve: Callable[..., RunningIdp],
 ) -> None:
@@ -259,6 +272,7 @@ def test_auto_approve_gives_tokens_at_the_first_poll_and_no_id_token_without_ope
 # Authorization code with PKCE (RFC 7636) on a loopback redirect (RFC 8252)
 
 
+@pytest.mark.e2e
 def test_code_flow_with_pkce_refuses_a_wrong_verifier_and_accepts_the_right_one_once(
     serve: Callable[..., RunningIdp],
 ) -> None:
@@ -289,6 +303,7 @@ def test_code_flow_with_pkce_refuses_a_wrong_verifier_and_accepts_the_right_one_
     assert reused.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.e2e
 def test_code_flow_requires_s256_and_a_loopback_redirect(serve: Callable[..., RunningIdp]) -> None:
     running = serve()
     verifier, _ = pkce_pair()
@@ -302,6 +317,7 @@ def test_code_flow_requires_s256_and_a_loopback_redirect(serve: Callable[..., Ru
     assert page.status == 400 and "Location" not in page.headers and "not supported" in page.text
 
 
+@pytest.mark.e2e
 def test_code_flow_denied_and_auto_approved(serve: Callable[..., RunningIdp]) -> None:
     running = serve()
     _, challenge = pkce_pair()
@@ -316,6 +332,7 @@ def test_code_flow_denied_and_auto_approved(serve: Callable[..., RunningIdp]) ->
 # Client credentials with RFC 9068 JWT access tokens
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
 def test_client_credentials_give_a_jwt_access_token_that_verifies(
     serve: Callable[..., RunningIdp], method: str
@@ -337,6 +354,7 @@ def test_client_credentials_give_a_jwt_access_token_that_verifies(
     assert claims["exp"] - claims["iat"] == 3600 and len(claims["jti"]) >= 16
 
 
+@pytest.mark.e2e
 def test_client_credentials_refuse_a_wrong_secret_and_a_public_client(serve: Callable[..., RunningIdp]) -> None:
     running = serve()
     wrong = call(
@@ -366,6 +384,7 @@ def test_a_non_loopback_listen_is_refused(key: SigningKey) -> None:
     assert line.startswith("bastion: --listen 0.0.0.0:9400:") and "loopback" in line
 
 
+@pytest.mark.e2e
 def test_a_request_for_another_host_name_is_refused(serve: Callable[..., RunningIdp]) -> None:
     running = serve()
     reply = call(f"{running.url}/jwks", headers={"Host": "rebound.example:80"})
@@ -397,6 +416,7 @@ def test_users_from_options_and_files(tmp_path: Path) -> None:
         DevIdp(users=users, auto_approve="alice")
 
 
+@pytest.mark.e2e
 def test_serve_dev_idp_stops_cleanly_at_the_end_of_the_block(key: SigningKey) -> None:
     with serve_dev_idp(DevIdp(key=key)) as running:
         assert call(f"{running.url}/jwks").status == 200
@@ -404,6 +424,7 @@ def test_serve_dev_idp_stops_cleanly_at_the_end_of_the_block(key: SigningKey) ->
         urllib.request.urlopen(f"{running.url}/jwks", timeout=2)
 
 
+@pytest.mark.e2e
 def test_the_command_prints_the_banner_and_serves_until_terminated(tmp_path: Path) -> None:
     code = "from bastion.cli.dev_idp import dev_idp; dev_idp()"
     args = ["--listen", "127.0.0.1:0", "--json", "--user", "dave:dev", "--auto-approve", "dave"]

@@ -8,7 +8,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import asyncssh
 import pytest
 
 from bastion.audit import chain
-from tests.conftest import BastionEnv, run_bastion, running_env
+from tests.conftest import BastionEnv, run_bastion, running_env, spawned, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -197,24 +196,21 @@ def own_env() -> Iterator[BastionEnv]:
 
 def test_sigkill_during_a_session_then_restart_seals_it_as_interrupted(own_env: BastionEnv) -> None:
     env = own_env
-    client = subprocess.Popen(
-        [
-            "ssh",
-            "-F",
-            str(env.ssh_config),
-            "-J",
-            "bastion",
-            f"{env.login}@mcp-host",
-            "for i in 1 2 3; do echo committed-$i; done; sleep 30",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert client.stdout is not None
-    assert client.stdout.readline() == b"committed-1\n"
-    time.sleep(0.5)  # more than the 50 ms commit interval
-    env.stop(signal.SIGKILL)
-    client.wait(timeout=15)
+    command = ["ssh", "-F", str(env.ssh_config), "-J", "bastion", f"{env.login}@mcp-host",
+               "for i in 1 2 3; do echo committed-$i; done; sleep 30"]  # fmt: skip
+    store = env.store()
+    written = b"committed-1\ncommitted-2\ncommitted-3\n"
+
+    def committed_output() -> bool:
+        live = [s for s in store.sessions(live=True) if "echo committed-" in (s.command or "")]
+        return len(live) == 1 and b"".join(e.data for e in store.events(live[0].id) if e.type == "stdout") == written
+
+    with spawned(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as client:
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"committed-1\n"
+        wait_until(committed_output, "the live session's output to be committed")  # the kill loses none of it
+        env.stop(signal.SIGKILL)
+        client.communicate(timeout=15)
     env.start()  # the next start closes and seals what the killed process left live
     result = env.bastion("audit", "verify", "--all", check=False)
     assert result.returncode == 0, result.stderr
@@ -223,16 +219,18 @@ def test_sigkill_during_a_session_then_restart_seals_it_as_interrupted(own_env: 
     assert len(interrupted) == 1
     text = env.bastion("audit", "export", interrupted[0]["id"], "--format", "text").stdout
     assert "committed-1" in text and "committed-3" in text
-    assert interrupted[0]["bytes_out"] == len(b"committed-1\ncommitted-2\ncommitted-3\n")
+    assert interrupted[0]["bytes_out"] == len(written)
 
 
 def test_retention_prunes_with_a_signed_tombstone_and_stays_verifiable(own_env: BastionEnv) -> None:
     env = own_env
     assert env.ssh("echo to-be-pruned").returncode == 0
-    session_id = env.latest_session("echo to-be-pruned")
-    time.sleep(1.1)
-    assert "pruned 1 sessions" in env.bastion("audit", "prune", "--older-than", "1s").stdout
+    session_id = env.latest_session("echo to-be-pruned")  # ended and sealed: only sealed sessions are pruned
     store = env.store()
+    assert "pruned 0 sessions" in env.bastion("audit", "prune", "--older-than", "1h").stdout  # younger: kept
+    assert list(store.events(session_id)) != []
+    # An age shorter than the time since the session ended (the command alone takes longer), not a wait.
+    assert "pruned 1 sessions" in env.bastion("audit", "prune", "--older-than", "1ms").stdout
     assert list(store.events(session_id)) == []
     assert store.seal(session_id, "tombstones") is not None
     assert any(e["fields"]["session"] == session_id for e in store.audit_log("session.pruned"))
@@ -259,10 +257,7 @@ def test_checkpoints_are_signed_periodically_and_at_shutdown(own_env: BastionEnv
     assert progress, "no session.progress entry for a session that outlived a checkpoint interval"
     hashes = {e.seq: e.hash.hex() for e in store.events(session_id)}
     assert all(hashes[p["events"]] == p["head"] for p in progress)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not store.checkpoints():
-        time.sleep(0.2)
-    assert store.checkpoints(), "no checkpoint was signed within the interval"
+    wait_until(store.checkpoints, "a checkpoint signed by the periodic timer (interval 1s)")
     env.stop()  # SIGTERM: the shutdown checkpoint covers the whole log
     entries = list(store.audit_entries())
     assert store.checkpoints()[-1]["size"] == len(entries)

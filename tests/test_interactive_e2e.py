@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import BastionEnv
+from tests.conftest import BastionEnv, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +50,18 @@ class Terminal:
     def resize(self, cols: int, rows: int) -> None:
         subprocess.run([*self.tmux, "resize-window", "-t", self.name, "-x", str(cols), "-y", str(rows)], check=True)
 
+    def wait_for_size(self, cols: int, rows: int, timeout: float = 10.0) -> None:
+        """Until the remote shell's terminal has this size (`stty size` there says so), e.g. after resize()."""
+        deadline = time.monotonic() + timeout
+        while True:
+            marker = uuid.uuid4().hex[:8]
+            self.line(f"echo size-{marker}=$(stty size)")
+            screen = self.wait_for(rf"^size-{marker}=\d+ \d+$")
+            if re.search(rf"^size-{marker}={rows} {cols}$", screen, re.MULTILINE):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the remote terminal never became {cols}x{rows}; screen:\n{screen}")
+
     def alive(self) -> bool:
         return subprocess.run([*self.tmux, "has-session", "-t", self.name], capture_output=True).returncode == 0
 
@@ -74,21 +86,17 @@ def test_shell_runs_commands_and_sees_window_changes(env: BastionEnv, terminal: 
     terminal.line("stty size")
     terminal.wait_for(r"^30 100$")
     terminal.resize(120, 40)
-    time.sleep(0.3)
-    terminal.line("stty size")
-    terminal.wait_for(r"^40 120$")
+    terminal.wait_for_size(120, 40)  # the window change reaches the target's pty
     terminal.line("echo term=$TERM")
     terminal.wait_for(r"^term=(screen|tmux)")
 
 
 def test_ctrl_c_interrupts_a_running_command(terminal: Terminal) -> None:
-    terminal.line("sleep 100; echo not-interrupted")
-    time.sleep(0.5)
-    started = time.monotonic()
+    terminal.line("echo running-$((6*7)); sleep 100; echo not-interrupted")
+    terminal.wait_for(r"^running-42$")  # the command line runs: Ctrl-C interrupts it, not the typing
     terminal.keys("C-c")
     terminal.line("echo after-interrupt")
-    terminal.wait_for(r"^after-interrupt", timeout=5)
-    assert time.monotonic() - started < 5
+    terminal.wait_for(r"^after-interrupt")  # well before `sleep 100` could have ended by itself
     assert "not-interrupted" not in terminal.screen().replace("echo not-interrupted", "")
 
 
@@ -123,25 +131,24 @@ def test_shell_session_is_recorded_with_pty_and_resize(env: BastionEnv, terminal
     terminal.line(f"echo recorded-{marker}")
     terminal.wait_for(f"^recorded-{marker}")
     terminal.resize(90, 25)
-    time.sleep(0.3)
+    terminal.wait_for_size(90, 25)  # the bastion has seen (and recorded) the window change
     terminal.line("exit 0")
-    deadline = time.monotonic() + 10
-    while terminal.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not terminal.alive(), "ssh to end with the shell")
     store = env.store()
-    for _ in range(50):
-        found = [
-            s
+
+    def recorded() -> list[str]:
+        return [
+            s.id
             for s in store.sessions()
             if s.kind == "shell"
             and s.status == "closed"
             and any(marker.encode() in e.data for e in store.events(s.id) if e.type == "stdout")
         ]
-        if found:
-            break
-        time.sleep(0.1)
-    assert found, "the shell session was not recorded"
-    session = found[0]
+
+    (session_id,) = wait_until(recorded, "the closed shell session with its output in the recording")
+    env.sealed(session_id)
+    session = store.session(session_id)
+    assert session is not None
     assert session.term and session.cols == 100 and session.rows == 30 and session.exit_status == 0
     events = list(store.events(session.id))
     assert any(e.type == "resize" and e.fields() == {"cols": 90, "rows": 25} for e in events)

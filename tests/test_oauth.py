@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bastion.identity.oauth import DeviceAuthorization, LoginFailed, poll_device_token
+from bastion.identity.oauth import DeviceAuthorization, LoginFailed, bounded_seconds, poll_device_token
 
 DISCOVERY = {"token_endpoint": "https://idp.example/token"}
 DEVICE = DeviceAuthorization("dc", "ABCD-EFGH", "https://idp.example/device", None, expires_in=60, interval=5)
@@ -75,3 +75,14 @@ def test_other_errors_are_reported_in_one_line() -> None:
     with pytest.raises(LoginFailed) as info:
         poll(Endpoint(answer))
     assert "invalid_client" in str(info.value) and "\n" not in str(info.value) and "\x1b" not in str(info.value)
+
+
+def test_a_zero_or_garbage_poll_interval_from_the_provider_is_bounded() -> None:
+    assert bounded_seconds(0, 5, 1, 60) == 1 and bounded_seconds("soon", 5, 1, 60) == 5
+    assert bounded_seconds(float("nan"), 5, 1, 60) == 5 and bounded_seconds(10_000, 600, 30, 3600) == 3600
+    slept: list[float] = []
+    device = DeviceAuthorization("d", "U", "u", None, expires_in=30, interval=1)
+    answers = iter([(400, {"error": "slow_down"}), (200, {"access_token": "a"})])
+    poll_device_token({"token_endpoint": "t"}, "c", device, sleep=slept.append, clock=lambda: 0.0,
+                      post=lambda url, form: next(answers))  # fmt: skip
+    assert slept == [1, 6]

@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import BIN, BastionEnv, running_env
 from tests.oidc_provider_harness import OidcProvider, start_oidc_provider
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
@@ -49,13 +51,17 @@ def bastion_login(ienv: BastionEnv, home: Path, *args: str) -> subprocess.Popen[
 
 
 def device_login(ienv: BastionEnv, provider: OidcProvider, home: Path, account: str) -> tuple[int, str, str]:
-    process = bastion_login(ienv, home, "--issuer", "corp")
-    assert process.stderr is not None
-    shown = process.stderr.readline() + process.stderr.readline()
-    code = re.search(r"confirm the code\s+(\S+)", shown)
-    assert code, shown
-    provider.approve_device(code.group(1), account)  # the person, in the provider's own pages
-    out, err = process.communicate(timeout=60)
+    with bastion_login(ienv, home, "--issuer", "corp") as process:  # leaving the block closes its pipes
+        try:
+            assert process.stderr is not None
+            shown = process.stderr.readline() + process.stderr.readline()
+            code = re.search(r"confirm the code\s+(\S+)", shown)
+            assert code, shown
+            provider.approve_device(code.group(1), account)  # the person, in the provider's own pages
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:  # a failed step above: not left polling the provider
+                process.kill()
     return process.returncode, out, shown + err
 
 
@@ -102,5 +108,5 @@ def test_client_credentials_jwt_access_token_then_ssh_jump(
         timeout=60,
     )
     assert ran.returncode == 0 and ran.stdout == b"agent\n", ran.stderr
-    issued = ienv.store().audit_log("cert.issued")[-1]["fields"]
+    issued = ienv.logged("cert.issued", lambda f: f["user"] == "wl-ci-agent")[-1]
     assert issued["token_type"] == "access_token" and issued["valid_before"] - issued["valid_after"] <= 15 * 60 + 300

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.oidc_provider_harness import OidcProvider, OidcProviderError, decode_jwt, start_oidc_provider
 
+pytestmark = pytest.mark.e2e  # every test here runs node's oidc-provider
+
 
 @pytest.fixture(scope="module")
 def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:

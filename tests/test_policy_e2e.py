@@ -12,17 +12,19 @@ import re
 import socket
 import subprocess
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bastion.demo.targets import free_port
-from tests.conftest import BastionEnv, running_env
+from tests.conftest import BastionEnv, running_env, wait_until
 from tests.test_interactive_e2e import Terminal
+
+pytestmark = pytest.mark.e2e
 
 DENIED = 77
 FORWARD_OK = free_port()
@@ -116,21 +118,59 @@ def run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 
+_clients: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _clients_end_with_their_test() -> Iterator[None]:
+    """An ssh client a test started and did not see to the end (it failed first) is killed and reaped."""
+    yield
+    while _clients:
+        client = _clients.pop()
+        if client.poll() is None:
+            client.kill()
+        for stream in (client.stdout, client.stderr):
+            if stream is not None:
+                stream.close()
+        client.wait(timeout=10)
+
+
+def popen(args: list[str]) -> subprocess.Popen[str]:
+    client = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _clients.append(client)
+    return client
+
+
 def start(penv: BastionEnv, command: str, config: Path | None = None, user: str = "alice") -> subprocess.Popen[str]:
-    args = ["ssh", "-F", str(config or penv.ssh_config), "-J", f"{user}@bastion", f"{penv.login}@mcp-host", command]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return popen(
+        ["ssh", "-F", str(config or penv.ssh_config), "-J", f"{user}@bastion", f"{penv.login}@mcp-host", command]
+    )
+
+
+def requests(penv: BastionEnv, everything: bool = False) -> list[dict[str, Any]]:
+    """The approval requests as the operator sees them: pending ones, or all of them."""
+    rows: list[dict[str, Any]] = json.loads(
+        penv.bastion("approvals", "list", *(["--all"] if everything else []), "--json").stdout
+    )
+    return rows
 
 
 def pending(penv: BastionEnv, text: str, timeout: float = 10) -> int:
-    """The id of the pending request whose action is `text` (as the operator sees it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = json.loads(penv.bastion("approvals", "list", "--json").stdout)
-        for row in rows:
-            if row["action"] == text:
-                return int(row["id"])
-        time.sleep(0.2)
-    raise AssertionError(f"no pending request for {text!r}")
+    """The id of the pending request whose action is `text` (as the operator sees it), once there is one."""
+
+    def request_id() -> int | None:
+        return next((int(row["id"]) for row in requests(penv) if row["action"] == text), None)
+
+    return wait_until(request_id, f"a pending request for {text!r}", timeout=timeout, interval=0.2)
+
+
+def wait_for_status(penv: BastionEnv, ids: set[int], status: str) -> None:
+    """Until every request in `ids` has this status (withdrawn, expired...)."""
+    wait_until(
+        lambda: {row["status"] for row in requests(penv, everything=True) if row["id"] in ids} == {status},
+        f"requests {sorted(ids)} to be {status}",
+        interval=0.2,
+    )
 
 
 def test_denied_exec_leaves_the_target_untouched(penv: BastionEnv) -> None:
@@ -170,7 +210,7 @@ def test_a_user_no_rule_allows_is_refused_by_default(penv: BastionEnv, approver:
 def test_held_exec_runs_after_the_operator_approves_from_another_process(penv: BastionEnv) -> None:
     args = ["ssh", "-F", str(penv.ssh_config), "-o", 'SetEnv=BASTION_REASON="ticket 42"', "-J", "bastion",
             f"{penv.login}@mcp-host", "echo held-1 ran"]  # fmt: skip
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = popen(args)
     request = pending(penv, "echo held-1 ran")
     listed = json.loads(penv.bastion("approvals", "list", "--json").stdout)
     assert next(r for r in listed if r["id"] == request)["reason"] == "ticket 42"
@@ -214,19 +254,26 @@ def test_two_approvals_from_different_people(penv: BastionEnv, approver: dict[st
     assert run(as_user(penv, approver["bob"], "bob", "approve", str(request))).returncode == 0
     twice = run(as_user(penv, approver["bob"], "bob", "approve", str(request)))
     assert twice.returncode == 1 and "already" in twice.stderr
-    time.sleep(1)
-    assert process.poll() is None  # one approval of two: still waiting
+    # bob's vote is committed (his command answered after it): one approval of two leaves it pending.
+    (row,) = [r for r in requests(penv) if r["id"] == request]
+    assert row["status"] == "pending" and row["approvals"] == "1/2"
+    vote = penv.logged("approval.approve", lambda f: f["id"] == request)[-1]
+    assert (vote["approver"], vote["status"]) == ("bob", "pending")
+    assert process.poll() is None
     assert run(as_user(penv, approver["carol"], "carol", "approve", str(request))).returncode == 0
     out, _ = process.communicate(timeout=30)
     assert out == "deploy-1 ran\n"
 
 
 def test_an_undecided_request_expires_as_denied(penv: BastionEnv) -> None:
-    started = time.monotonic()
     result = penv.ssh("echo held-expire ran", timeout=60)
     assert result.returncode == DENIED and result.stdout == b""
     assert b"expired" in result.stderr
-    assert 7 <= time.monotonic() - started < 20
+    (row,) = [r for r in requests(penv, everything=True) if r["action"] == "echo held-expire ran"]
+    # Expired by the [approvals] timeout (8s), on the bastion's own clock, and not before it.
+    assert row["status"] == "expired" and row["expires"] - row["created"] == pytest.approx(8)
+    assert row["waited"] >= 8 and row["votes"] == []
+    assert penv.logged("approval.expire", lambda f: f["id"] == row["id"])
 
 
 def test_a_grant_window_lets_the_same_command_pass_again(penv: BastionEnv) -> None:
@@ -238,21 +285,15 @@ def test_a_grant_window_lets_the_same_command_pass_again(penv: BastionEnv) -> No
     other = start(penv, "echo granted-2")
     pending(penv, "echo granted-2")  # a different command is not covered
     other.kill()
+    other.communicate(timeout=10)
 
 
 def test_a_requester_who_disconnects_withdraws_the_request(penv: BastionEnv) -> None:
     process = start(penv, "echo held-gone")
     request = pending(penv, "echo held-gone")
     process.kill()
-    process.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rows = json.loads(penv.bastion("approvals", "list", "--all", "--json").stdout)
-        status = next(r["status"] for r in rows if r["id"] == request)
-        if status == "withdrawn":
-            break
-        time.sleep(0.2)
-    assert status == "withdrawn"
+    process.communicate(timeout=10)
+    wait_for_status(penv, {request}, "withdrawn")
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
@@ -274,6 +315,7 @@ def target_web() -> Iterator[None]:
     yield
     for server in servers:
         server.shutdown()
+        server.server_close()
 
 
 def test_forwards_are_decided_per_port(penv: BastionEnv, target_web: None) -> None:
@@ -285,20 +327,21 @@ def test_forwards_are_decided_per_port(penv: BastionEnv, target_web: None) -> No
     ]  # fmt: skip
     tunnel = subprocess.Popen(command, stderr=subprocess.PIPE)
     try:
-        body = b""
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not body:
+
+        def fetched() -> bytes | None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{local_ok}/", timeout=5) as response:
-                    body = response.read()
-            except OSError:
-                time.sleep(0.2)
+                    return bytes(response.read())
+            except OSError:  # the tunnel is not up yet
+                return None
+
+        body = wait_until(fetched, "the allowed forward to answer", timeout=15, interval=0.2)
         assert body == b"hello from the target"
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{local_denied}/", timeout=5).read()
     finally:
         tunnel.terminate()
-        tunnel.wait(timeout=10)
+        tunnel.communicate(timeout=10)
     refused = penv.logged("forward.refused", lambda f: f["destination"] == f"localhost:{FORWARD_DENIED}")
     assert "denied by rule forward-no" in refused[-1]["reason"]
 
@@ -307,13 +350,13 @@ def held_tunnel(penv: BastionEnv, local: int) -> subprocess.Popen[bytes]:
     command = ["ssh", "-F", str(penv.ssh_config), "-N", "-L", f"{local}:localhost:{FORWARD_HELD}",
                "-J", "bastion", f"{penv.login}@mcp-host"]  # fmt: skip
     tunnel = subprocess.Popen(command, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if listening(local):  # not probed with a connection: that would open a held channel of its own
-            return tunnel
-        time.sleep(0.2)
-    tunnel.kill()
-    raise AssertionError("the tunnel did not listen")
+    try:  # not probed with a connection: that would open a held channel of its own
+        wait_until(lambda: listening(local), f"the tunnel to listen on port {local}", timeout=15, interval=0.2)
+    except BaseException:
+        tunnel.kill()
+        tunnel.communicate(timeout=10)
+        raise
+    return tunnel
 
 
 def listening(port: int) -> bool:
@@ -340,7 +383,7 @@ def test_a_held_forward_connects_after_approval(penv: BastionEnv, target_web: No
         assert answer == [b"hello from the target"]
     finally:
         tunnel.terminate()
-        tunnel.wait(timeout=10)
+        tunnel.communicate(timeout=10)
 
 
 def test_a_held_forward_is_withdrawn_when_the_client_leaves(penv: BastionEnv, target_web: None) -> None:
@@ -351,18 +394,11 @@ def test_a_held_forward_is_withdrawn_when_the_client_leaves(penv: BastionEnv, ta
         ids = {pending(penv, f"port {FORWARD_HELD}")}
         tunnel.kill()
         tunnel.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            rows = json.loads(penv.bastion("approvals", "list", "--all", "--json").stdout)
-            statuses = {r["status"] for r in rows if r["id"] in ids}
-            if statuses == {"withdrawn"}:
-                break
-            time.sleep(0.2)
-        assert statuses == {"withdrawn"}
+        wait_for_status(penv, ids, "withdrawn")
     finally:
         waiting.close()
         tunnel.kill()
-        tunnel.wait(timeout=10)
+        tunnel.communicate(timeout=10)
 
 
 def test_a_forward_to_another_machine_is_refused(penv: BastionEnv) -> None:
@@ -400,10 +436,9 @@ def test_a_denied_shell_line_is_cleared_and_the_shell_goes_on(penv: BastionEnv, 
     shell.keys("-l", f"touch {path}")
     shell.keys("Enter")
     shell.wait_for(r"^bastion: denied by rule no-touching: files stay as they are")
-    time.sleep(0.5)
-    assert not path.exists()
     shell.line("echo still=$((40+2))")
-    shell.wait_for(r"^still=42")
+    shell.wait_for(r"^still=42")  # the shell runs lines in order: had the touch gone through, it is done now
+    assert not path.exists()
 
 
 def test_an_edited_line_is_decided_as_the_screen_shows_it(penv: BastionEnv, shell: Terminal) -> None:
@@ -413,7 +448,8 @@ def test_an_edited_line_is_decided_as_the_screen_shows_it(penv: BastionEnv, shel
     shell.keys("-l", "touch")
     shell.keys("Enter")
     shell.wait_for(r"^bastion: denied by rule no-touching")
-    time.sleep(0.5)
+    shell.line("echo after=$((40+2))")
+    shell.wait_for(r"^after=42")  # the shell runs lines in order: had the touch gone through, it is done now
     assert not path.exists()
 
 

@@ -7,10 +7,12 @@ import json
 import os
 import re
 import subprocess
+import sys
+from typing import Any
 
 import pytest
 
-from tests.conftest import BastionEnv
+from tests.conftest import BastionEnv, spawned, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +80,7 @@ def test_scp_both_ways(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
     with open(source, "wb") as file:
         file.write(data)
     base = ["scp", "-q", "-F", str(env.ssh_config), "-J", "bastion"]
+    before = _subsystem_sessions(env)
     up = subprocess.run([*base, source, f"{env.login}@mcp-host:scp-up.bin"], capture_output=True, timeout=60)
     assert up.returncode == 0, up.stderr
     back = os.path.join(tmp_path, "back.bin")
@@ -85,7 +88,7 @@ def test_scp_both_ways(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
     assert down.returncode == 0, down.stderr
     with open(back, "rb") as file:
         assert file.read() == data
-    transfers = _transfers(env)
+    transfers = _transfers(env, before, sessions=2)
     assert {"op": "write", "bytes": len(data)} in [
         {"op": t["op"], "bytes": t["bytes"]} for t in transfers if t["path"].endswith("scp-up.bin")
     ]
@@ -99,6 +102,7 @@ def test_sftp_batch(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
     batch = os.path.join(tmp_path, "batch")
     with open(batch, "w") as file:
         file.write(f"put {source} sftp-notes.txt\nrename sftp-notes.txt sftp-renamed.txt\nls\nrm sftp-renamed.txt\n")
+    before = _subsystem_sessions(env)
     result = subprocess.run(
         ["sftp", "-F", str(env.ssh_config), "-J", "bastion", "-b", batch, f"{env.login}@mcp-host"],
         capture_output=True,
@@ -106,20 +110,29 @@ def test_sftp_batch(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert b"sftp-renamed.txt" in result.stdout
-    transfers = _transfers(env)
+    transfers = _transfers(env, before, sessions=1)
     assert any(t["op"] == "write" and t["bytes"] == 6000 and t["path"].endswith("sftp-notes.txt") for t in transfers)
     assert any(t["op"] == "rename" and t["path"].endswith("sftp-notes.txt") for t in transfers)
     assert any(t["op"] == "remove" and t["path"].endswith("sftp-renamed.txt") for t in transfers)
 
 
-def _transfers(env: BastionEnv) -> list[dict[str, object]]:
-    store = env.store()
-    store.flush()
-    found = []
-    for session in store.sessions():
-        if session.kind == "subsystem":
-            found += [e.fields() for e in store.events(session.id) if e.type == "transfer"]
-    return found
+def _subsystem_sessions(env: BastionEnv) -> set[str]:
+    return {s.id for s in env.store().sessions() if s.kind == "subsystem"}
+
+
+def _transfers(env: BastionEnv, before: set[str], sessions: int) -> list[dict[str, Any]]:
+    """The transfer events of the subsystem sessions started since `before`, once all of them are sealed."""
+
+    def started() -> set[str] | None:
+        found = _subsystem_sessions(env) - before
+        return found if len(found) >= sessions else None
+
+    new = wait_until(started, f"{sessions} new sftp session(s)")
+    transfers = []
+    for session_id in new:
+        env.sealed(session_id)  # everything a session records is committed before its seal
+        transfers += [e.fields() for e in env.store().events(session_id) if e.type == "transfer"]
+    return transfers
 
 
 def test_recording_and_exports(env: BastionEnv, tmp_path: os.PathLike[str]) -> None:
@@ -158,22 +171,19 @@ def test_asciicast_plays_in_asciinema(env: BastionEnv, tmp_path: os.PathLike[str
     assert env.ssh("echo played-back").returncode == 0
     path = os.path.join(tmp_path, "session.cast")
     env.bastion("audit", "export", env.latest_session("echo played-back"), "-o", path)
-    asciinema = os.path.join(os.path.dirname(os.sys.executable), "asciinema")
+    asciinema = os.path.join(os.path.dirname(sys.executable), "asciinema")
     result = subprocess.run([asciinema, "cat", path], capture_output=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert b"played-back" in result.stdout
 
 
 def test_client_cut_off_is_closed_with_its_reason(env: BastionEnv) -> None:
-    client = subprocess.Popen(
-        ["ssh", "-F", str(env.ssh_config), "-J", "bastion", f"{env.login}@mcp-host", "echo cut-me-off; sleep 60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert client.stdout is not None
-    assert client.stdout.readline() == b"cut-me-off\n"
-    client.kill()
-    client.wait(timeout=10)
+    command = ["ssh", "-F", str(env.ssh_config), "-J", "bastion", f"{env.login}@mcp-host", "echo cut-me-off; sleep 60"]
+    with spawned(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as client:
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"cut-me-off\n"
+        client.kill()
+        client.communicate(timeout=10)
     session = env.store().session(env.latest_session("cut-me-off"))
     assert session is not None and session.status == "closed" and session.end_reason.startswith("client")
     assert session.exit_status is None
@@ -199,10 +209,21 @@ def test_target_cut_off_is_closed_with_its_reason(env: BastionEnv) -> None:
 def test_structured_log_lines(env: BastionEnv) -> None:
     assert env.ssh("echo logged-session").returncode == 0
     session_id = env.latest_session("echo logged-session")
-    records = [json.loads(line) for line in (env.root / "serve.log").read_text().splitlines() if line.startswith("{")]
-    events = {r["event"] for r in records if r.get("session") == session_id}
+
+    def records() -> list[dict[str, Any]]:
+        lines = (env.root / "serve.log").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    # The bastion writes these lines as things happen; the last may come just after the client has exited.
+    wanted = {"connection", "auth.ok", "channel", "login", "connection.closed"}
+
+    def all_written() -> list[dict[str, Any]] | None:
+        found = records()
+        return found if wanted <= {r["event"] for r in found} else None
+
+    written = wait_until(all_written, f"the log lines {sorted(wanted)}")
+    events = {r["event"] for r in written if r.get("session") == session_id}
     assert {"session.start", "session.end"} <= events
-    assert {"connection", "auth.ok", "channel", "login", "connection.closed"} <= {r["event"] for r in records}
 
 
 def test_signal_and_break_requests_reach_the_target(env: BastionEnv) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bastion.audit import chain
+from bastion.audit import chain, retention
 from bastion.audit import events as ev
 from bastion.audit.events import ChainedEvent, SessionInfo
 from bastion.audit.recording import SessionRecording, close_interrupted
@@ -169,4 +169,23 @@ def test_output_is_coalesced_within_the_window_and_keeps_every_byte(tmp_path: Pa
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     body, _ = store.seal("s3") or ({}, "")
     assert body["events"] == 5 and body["last_hash"] == events[-1].hash.hex()
+    store.close()
+
+
+def test_retention_prunes_only_sessions_older_than_the_limit(tmp_path: Path, sealer: Sealer) -> None:
+    """The age threshold, on an injected clock: a second short of the limit keeps the events; past it, a
+    signed tombstone replaces them."""
+    store = Store(tmp_path / "db.sqlite", flush_interval=0.01)
+    recording = SessionRecording(store, sealer, _info("s4"))
+    recording.output(b"old output")
+    recording.close("exit", exit_status=0)
+    store.flush()
+    ended = store.session("s4").ended_at  # type: ignore[union-attr]
+    assert ended is not None
+    assert retention.prune(store, sealer, older_than=3600, now=ended + 3599) == []
+    store.flush()
+    assert [e.data for e in store.events("s4")] == [b"old output", ev.encode_fields(status=0)]
+    assert retention.prune(store, sealer, older_than=3600, now=ended + 3601) == ["s4"]
+    store.flush()
+    assert list(store.events("s4")) == [] and store.seal("s4", "tombstones") is not None
     store.close()

@@ -107,8 +107,8 @@ class TargetSshd:
             )
             + "\n"
         )
-        log = open(self.directory / "sshd.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+        with open(self.directory / "sshd.log", "ab") as log:  # the child has its own copy of the descriptor
+            self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -119,6 +119,7 @@ class TargetSshd:
                         return self
             except OSError:
                 time.sleep(0.05)
+        self.stop()
         raise TargetError(f"sshd for {self.name} did not listen on 127.0.0.1:{self.port} within {timeout:.0f}s")
 
     def stop(self) -> None:
