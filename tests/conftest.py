@@ -191,7 +191,7 @@ effect = "allow"
 """
 
 
-def write_config(root: Path, port: int, target: TargetSshd, login: str, extra: str = "") -> Path:
+def write_config(root: Path, port: int, target: TargetSshd, login: str, extra: str = "", server: str = "") -> Path:
     wrong_key = root / "wrong_host_key"
     if not wrong_key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)], check=True)
@@ -202,6 +202,7 @@ def write_config(root: Path, port: int, target: TargetSshd, login: str, extra: s
 [server]
 listen = "127.0.0.1:{port}"
 state_dir = "state"
+{server}
 
 [[hosts]]
 name = "mcp-host"
@@ -254,7 +255,7 @@ Host *
     return path
 
 
-def make_env(root: Path, extra: str = "") -> BastionEnv:
+def make_env(root: Path, extra: str = "", server: str = "") -> BastionEnv:
     if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
         raise RuntimeError("sshd is missing: install Debian's openssh-server (scripts/test does)")
     login = ensure_login()
@@ -268,7 +269,7 @@ def make_env(root: Path, extra: str = "") -> BastionEnv:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "upstream_key")], check=True)
         os.chmod(root / "upstream_key", 0o600)
         (target.authorized_keys_dir / login).write_text((root / "upstream_key.pub").read_text())
-        config = write_config(root, port, target, login, extra)
+        config = write_config(root, port, target, login, extra, server)
         key = root / "alice"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         run_bastion("cert", "issue", "-c", str(config), "--user", "alice", "--group", "dev", "--pubkey", f"{key}.pub")
@@ -286,16 +287,16 @@ def make_env(root: Path, extra: str = "") -> BastionEnv:
 
 
 @contextlib.contextmanager
-def running_env(extra: str = "") -> Iterator[BastionEnv]:
+def running_env(extra: str = "", server: str = "") -> Iterator[BastionEnv]:
     """A bastion and its target in a folder of their own, stopped and removed afterwards.
 
-    `extra` is appended to its bastion.toml (issuers, rules, masking).
+    `extra` is appended to its bastion.toml (issuers, rules, masking); `server`, to its [server] table.
     """
     # Not under pytest's 0700 tmp folder: sshd reads authorized_keys as the target's login.
     root = Path(tempfile.mkdtemp(prefix="bastion-test-"))
     try:
         os.chmod(root, 0o755)
-        environment = make_env(root, extra)
+        environment = make_env(root, extra, server)
         try:
             yield environment
         finally:

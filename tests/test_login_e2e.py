@@ -162,6 +162,11 @@ def test_workload_client_credentials_gets_a_short_certificate(lenv: BastionEnv, 
     for command in (("approvals", "list"), ("approve", "1")):
         refused = ssh_with(home, "bastion", *command)
         assert refused.returncode == 1 and b"approvals are decided by people" in refused.stderr, refused.stderr
+        attempt = " ".join(command)
+        lenv.logged(  # every refusal is evidence: the workload's attempt is in the audit log
+            "approval.refused",
+            lambda f, attempt=attempt: f["user"] == "wl-ci-runner" and f["command"] == attempt,  # type: ignore[misc]
+        )
 
 
 def test_a_bad_token_file_is_refused_in_one_line_and_audited(lenv: BastionEnv, tmp_path: Path) -> None:

@@ -233,15 +233,17 @@ class Approvals:
     ) -> _Change:
         request = t.load(request_id)
         if request is None:
-            return _Change(None, error=f"no approval request {request_id}; see: approvals list")
+            return _refused(None, request_id, vote, f"no approval request {request_id}; see: approvals list")
         now = self._clock()
         if request.status == "pending" and now >= request.expires:
             change = self._expire(t, request_id)
-            change.error = f"request {request_id} expired before it was decided"
+            refused = _refused(change.request, request_id, vote, f"request {request_id} expired before it was decided")
+            change.logs += refused.logs
+            change.error = refused.error
             return change
-        refused = refusal(request, vote, groups, operator)
-        if refused is not None:
-            return _Change(request, error=refused)
+        reason = refusal(request, vote, groups, operator)
+        if reason is not None:
+            return _refused(request, request_id, vote, reason)
         t.add_vote(request_id, Vote(vote.approver, vote.approve, vote.reason, now))
         status: Status = status_after(request, vote)
         if status != "pending":
@@ -265,6 +267,12 @@ class Approvals:
             t.set_status(expired, "expired", now)
         logs = [("approval.expire", {"id": i}) for i in ids]
         return _Change(t.load(request_id) if request_id is not None else None, logs)
+
+
+def _refused(request: ApprovalRequest | None, request_id: int, vote: Vote, reason: str) -> _Change:
+    """A decision that does not count: refused with a one-line reason, and the attempt is in the audit log."""
+    fields = {"id": request_id, "approver": vote.approver, "approve": vote.approve, "reason": reason}
+    return _Change(request, [("approval.refused", fields)], error=reason)
 
 
 def _insert(t: ApprovalTables, row: dict[str, Any]) -> _Change:

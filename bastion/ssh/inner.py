@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import asyncssh
 
@@ -25,6 +25,7 @@ from bastion.identity.ca import Identity
 from bastion.logs import log
 from bastion.ssh import upstream
 from bastion.ssh.context import BastionContext, server_options
+from bastion.ssh.limits import ChannelCount
 from bastion.ssh.session import SessionBridge
 
 TARGET_SELF = ("localhost", "127.0.0.1", "::1")  # how a forward names the target itself
@@ -58,10 +59,20 @@ async def _unless_closed(check: Awaitable[T], writer: asyncssh.SSHWriter[bytes])
 
 
 class InnerServer(asyncssh.SSHServer):
+    """One `ssh -J` hop, presented as the target: login, sessions and forwards, each counted and decided."""
+
     def __init__(
-        self, ctx: BastionContext, identity: Identity, host: HostSettings, source: str, connection_id: str
+        self,
+        ctx: BastionContext,
+        identity: Identity,
+        host: HostSettings,
+        source: str,
+        connection_id: str,
+        closed: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
+        self.channels = ChannelCount(ctx.settings.server.max_channels_per_connection)
+        self._closed = closed  # the outer connection's count of this hop
         self.identity = identity
         self.host = host
         self.source = source
@@ -126,14 +137,32 @@ class InnerServer(asyncssh.SSHServer):
         )
         return False
 
+    def _refuse_channel(self, kind: str, reason: str) -> NoReturn:
+        self.ctx.audit("channel.refused", user=self.identity.user, target=self.host.name, kind=kind,
+                       connection=self.connection_id, source=self.source, reason=reason)  # fmt: skip
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, f"bastion: {reason}")
+
+    def _take_channel(self, kind: str) -> None:
+        """Count a channel of this connection, or refuse it (audited) past [server] max_channels_per_connection."""
+        if not self.channels.take():
+            self._refuse_channel(kind, f"too many channels on one connection (at most {self.channels.limit} at once)")
+
+    def _live_sessions_of(self, user: str) -> int:
+        return sum(1 for b in list(self.ctx.bridges) if b.recording.info.user == user and not b.recording.closed)
+
     def session_requested(self) -> SessionBridge | bool:
         if self.upstream is None:
             return False
+        limit = self.ctx.settings.server.max_sessions_per_user
+        if self._live_sessions_of(self.identity.user) >= limit:
+            self._refuse_channel("session", f"{self.identity.user} has {limit} sessions open, the most allowed at once")
+        self._take_channel("session")
         self.sessions += 1
         session_id = f"{self.connection_id}-{self.sessions}"
         try:
             recording = self._new_recording(session_id)
         except Exception as exc:  # never a silent drop: the user and the log get one line
+            self.channels.give_back()
             log("internal.error", connection=self.connection_id, where="session", error=repr(exc))
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_CONNECT_FAILED, "bastion: internal error; see its log"
@@ -141,7 +170,15 @@ class InnerServer(asyncssh.SSHServer):
         gate = Gate(self.ctx, self.subject(), self.source, recording)
         masker = self.ctx.masker
         masking = (masker, self.ctx.settings.masking) if masker is not None and masker.detectors else None
-        bridge = SessionBridge(self.upstream, recording, self.ctx.settings.server.env_accepted, gate, masking)
+        bridge = SessionBridge(
+            self.upstream,
+            recording,
+            self.ctx.settings.server.env_accepted,
+            gate,
+            masking,
+            audit=self.ctx.audit,
+            closed=self.channels.give_back,
+        )
         self.ctx.bridges.add(bridge)
         return bridge
 
@@ -178,26 +215,28 @@ class InnerServer(asyncssh.SSHServer):
         if decision.effect == "deny":
             gate.record(action, decision, "deny")
             return self._refuse_forward(destination, denial(decision, action))
+        self._take_channel("forward")
         upstream = self.upstream
         self.ctx.audit("forward.opened", user=self.identity.user, target=self.host.name, destination=destination,
                        connection=self.connection_id, rule=decision.rule, effect=decision.effect)  # fmt: skip
         if decision.effect == "allow":
             gate.record(action, decision, "allow")
-            return upstream  # asyncssh opens the same destination through the upstream connection
 
-        async def held(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
+        async def forward(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
             try:
-                verdict = await _unless_closed(gate.check(action, lambda line: None), writer)
-                if verdict is None or not verdict.allowed:
-                    return  # None: the client closed the forward (or left) while it waited: withdrawn
+                if decision.effect != "allow":
+                    verdict = await _unless_closed(gate.check(action, lambda line: None), writer)
+                    if verdict is None or not verdict.allowed:
+                        return  # None: the client closed the forward (or left) while it waited: withdrawn
                 target_reader, target_writer = await upstream.open_connection(dest_host, dest_port, encoding=None)
                 await asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
             except (asyncssh.Error, OSError) as exc:
                 log("forward.failed", connection=self.connection_id, destination=destination, error=str(exc))
             finally:
                 writer.close()
+                self.channels.give_back()
 
-        return held
+        return forward
 
     def _refuse_forward(self, destination: str, reason: str) -> bool:
         self.ctx.audit(
@@ -211,19 +250,41 @@ class InnerServer(asyncssh.SSHServer):
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}")
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return refuse_listener(self.ctx, self.identity.user, self.connection_id, f"{listen_host}:{listen_port}")
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return refuse_listener(self.ctx, self.identity.user, self.connection_id, listen_path, "stream-local")
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        self._refuse_forward(dest_path, "stream-local (Unix socket) forwards are not offered")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.upstream is not None:
             self.upstream.close()
+        if self._closed is not None:
+            self._closed()
+            self._closed = None
+
+
+def refuse_listener(ctx: BastionContext, user: str, connection_id: str, where: str, kind: str = "remote") -> bool:
+    """A remote (-R) or stream-local listener: never offered, and each attempt is in the audit log."""
+    ctx.audit("forward.refused", connection=connection_id, user=user, destination=where, kind=kind,
+              reason=f"{kind} forwarding is not offered")  # fmt: skip
+    return False
 
 
 def inner_connection(
-    ctx: BastionContext, identity: Identity, host: HostSettings, source: str, connection_id: str
+    ctx: BastionContext,
+    identity: Identity,
+    host: HostSettings,
+    source: str,
+    connection_id: str,
+    closed: Callable[[], None] | None = None,
 ) -> asyncssh.SSHServerConnection:
-    """A server connection to hand back as the direct-tcpip channel's session."""
+    """A server connection to hand back as the direct-tcpip channel's session; `closed` is told when it ends."""
     options = server_options(
-        server_factory=lambda: InnerServer(ctx, identity, host, source, connection_id),
+        server_factory=lambda: InnerServer(ctx, identity, host, source, connection_id, closed),
         server_host_keys=[(ctx.authorities.host_key, ctx.authorities.host_certificate(host.name))],
         login_timeout=ctx.settings.server.login_grace,
         keepalive_interval=0,  # the outer connection keeps alive

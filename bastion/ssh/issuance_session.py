@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -24,9 +25,10 @@ from bastion.ssh.login_flow import ISSUE_COMMAND, MAX_KEY_BYTES, TOKEN_USER, Log
 class IssuanceSession(asyncssh.SSHServerSession[bytes]):
     """The session of a `token` or `login` connection: hand out one certificate, then exit."""
 
-    def __init__(self, ctx: BastionContext, flow: LoginFlow) -> None:
+    def __init__(self, ctx: BastionContext, flow: LoginFlow, closed: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
         self.flow = flow
+        self._closed = closed  # the connection's channel count
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.command = ""
         self.stdin = bytearray()
@@ -36,6 +38,11 @@ class IssuanceSession(asyncssh.SSHServerSession[bytes]):
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
         self.chan = chan
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed is not None:
+            self._closed()
+            self._closed = None
 
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any) -> bool:
         self.pty = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -19,12 +20,14 @@ from bastion.config import Settings
 from bastion.control.actions import Connect, Subject
 from bastion.control.approver_commands import approvals_command
 from bastion.control.gate import Gate, denial
+from bastion.display import sanitize_for_display
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
 from bastion.ssh.context import BastionContext, new_connection_id, server_options
-from bastion.ssh.inner import inner_connection
+from bastion.ssh.inner import inner_connection, refuse_listener
 from bastion.ssh.issuance_session import IssuanceSession
+from bastion.ssh.limits import ChannelCount
 from bastion.ssh.login_flow import LoginFlow, is_issuance_user
 
 APPROVER_COMMANDS = ("approvals", "approve", "deny")
@@ -89,6 +92,7 @@ class OuterServer(asyncssh.SSHServer):
         self.refused_user = ""
         self.refusals: list[str] = []  # why each offered key was refused, logged once at the end
         self.login_flow: LoginFlow | None = None  # the reserved users `token` and `login`
+        self.channels = ChannelCount(ctx.settings.server.max_channels_per_connection)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn  # type: ignore[assignment]
@@ -194,38 +198,57 @@ class OuterServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {denial(decision, Connect())}"
             )
+        self._take_channel("hop")
         channel_id = f"{self.id}{new_connection_id()[:4]}"
         log("channel", connection=self.id, channel=channel_id, user=self.identity.user, destination=destination)
-        return inner_connection(self.ctx, self.identity, host, self.source, channel_id)
+        return inner_connection(self.ctx, self.identity, host, self.source, channel_id, self.channels.give_back)
+
+    def _take_channel(self, kind: str) -> None:
+        """Count a channel of this connection, or refuse it (audited) past [server] max_channels_per_connection."""
+        if self.channels.take():
+            return
+        reason = f"too many channels on one connection (at most {self.channels.limit} at once)"
+        self.ctx.audit("channel.refused", connection=self.id, user=self.user, source=self.source, kind=kind,
+                       reason=reason)  # fmt: skip
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, f"bastion: {reason}")
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        self.ctx.audit(
-            "forward.refused",
-            connection=self.id,
-            user=self.user,
-            destination=f"{listen_host}:{listen_port}",
-            reason="remote forwarding is not offered",
-        )
-        return False
+        return refuse_listener(self.ctx, self.user, self.id, f"{listen_host}:{listen_port}")
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return refuse_listener(self.ctx, self.user, self.id, listen_path, "stream-local")
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        reason = "stream-local (Unix socket) forwards are not offered"
+        self.ctx.audit("channel.refused", connection=self.id, user=self.user, source=self.source,
+                       destination=dest_path, reason=reason)  # fmt: skip
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}")
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+        self._take_channel("session")
         if self.login_flow is not None:
-            return IssuanceSession(self.ctx, self.login_flow)
-        return BastionShell(self.ctx, self.identity)
+            return IssuanceSession(self.ctx, self.login_flow, closed=self.channels.give_back)
+        return BastionShell(self.ctx, self.identity, closed=self.channels.give_back)
 
 
 class BastionShell(asyncssh.SSHServerSession[bytes]):
     """`ssh bastion`: no shell, but the approvers' commands: approvals list, approve ID, deny ID --reason R."""
 
-    def __init__(self, ctx: BastionContext, identity: Identity) -> None:
+    def __init__(self, ctx: BastionContext, identity: Identity, closed: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
         self.identity = identity
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.command = ""
         self.task: asyncio.Future[None] | None = None
+        self._closed = closed
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
         self.chan = chan
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed is not None:
+            self._closed()
+            self._closed = None
 
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any) -> bool:
         return True
@@ -264,7 +287,8 @@ class BastionShell(asyncssh.SSHServerSession[bytes]):
         assert self.chan is not None
         identity = self.identity
         if identity.workload:  # approvals are a person's decision: an agent never approves, not even another's
-            log("approvals.refused", user=identity.user, reason="workload identity")
+            self.ctx.audit("approval.refused", user=identity.user, serial=identity.serial,
+                           command=sanitize_for_display(" ".join(argv))[:200], reason="workload identity")  # fmt: skip
             self.chan.write_stderr(
                 f"bastion: approvals are decided by people; {identity.user} logged in as a workload\n".encode()
             )

@@ -24,6 +24,7 @@ from bastion.masking.output import MaskedOutput
 from bastion.masking.values import mask_env
 from bastion.shell.gating import PipedLines, ShellLines, runs_a_shell
 from bastion.shell.tracker import ShellLineTracker
+from bastion.ssh.limits import terminal_size
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 
 SUBSYSTEMS = ("sftp",)
@@ -33,6 +34,7 @@ SFTP_MAX_PACKET = 16 * 1024 * 1024
 # packet's framing fits in one packet of the outer channel (OpenSSH's 32 KiB): halves the
 # packets the bastion sends for bulk output (measured: 49k -> 25k sends per 200 MB).
 UPSTREAM_MAX_PACKET = 31 * 1024
+MAX_LISTED_ENV = 50  # names of dropped environment variables listed in one audit entry (the count is whole)
 
 
 def is_transfer(command: str | None, subsystem: str | None) -> bool:
@@ -88,8 +90,12 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         env_accepted: Callable[[str], bool],
         gate: Gate | None = None,
         masking: tuple[Masker, MaskingSettings] | None = None,
+        audit: Callable[..., None] | None = None,
+        closed: Callable[[], None] | None = None,
     ) -> None:
         self.gate = gate
+        self._audit = audit or (lambda type_, **fields: log(type_, **fields))
+        self._closed = closed  # told once, when the channel is gone (the connection's channel count)
         self.masking = masking
         self.masked: MaskedOutput | None = None  # set when the session starts (not for file transfers by default)
         self.upstream = upstream
@@ -117,8 +123,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     def pty_requested(
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
     ) -> bool:
-        self.pty = (term_type, term_size, dict(term_modes))
-        cols, rows = term_size[0], term_size[1]
+        cols, rows = self._terminal_size(term_size[0], term_size[1])
+        self.pty = (term_type, (cols, rows, *term_size[2:]), dict(term_modes))
         self.recording.note(ev.PTY, term=term_type, cols=cols, rows=rows)
         self.recording.describe(term=term_type, cols=cols, rows=rows)
         return True
@@ -202,7 +208,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             if settings.transfers or not self.transfer:
                 self.masked = MaskedOutput(masker, settings.idle_release, self._emit, asyncio.get_running_loop())
                 self.recording.count_maskings = self.masked.counts  # summed once, when the recording closes
-        env = {k: v for k, v in self.client.get_environment().items() if self.env_accepted(k)}
+        requested = self.client.get_environment()
+        env = {k: v for k, v in requested.items() if self.env_accepted(k)}
+        self._audit_dropped_env(sorted(name for name in requested if name not in env))
         for name, value in sorted(env.items()):
             shown_name, shown_value = self._masked_env(name, value)
             self.recording.note(ev.ENV, name=shown_name, value=shown_value)
@@ -288,7 +296,19 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self._forward_eof()
         return True
 
+    def _terminal_size(self, cols: int, rows: int) -> tuple[int, int]:
+        """The size used for a requested one; an absurd size is clamped, noted in the recording and audited."""
+        size = terminal_size(cols, rows)
+        if size != (cols, rows):
+            text = f"terminal size {cols}x{rows} clamped to {size[0]}x{size[1]}"
+            self.recording.note(ev.MARKER, text=text)
+            info = self.recording.info
+            self._audit("terminal.clamped", session=info.id, user=info.user, target=info.target,
+                        requested=[cols, rows], applied=list(size))  # fmt: skip
+        return size
+
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        width, height = self._terminal_size(width, height)
         self.recording.note(ev.RESIZE, cols=width, rows=height)
         if self.lines is not None:
             self.lines.tracker.resize(width, height)
@@ -330,6 +350,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client_gone = True
+        if self._closed is not None:
+            self._closed()
+            self._closed = None
         if self.lines is not None:
             self.lines.close()  # a line waiting for approval: the request is withdrawn
         if self.piped is not None:
@@ -417,6 +440,16 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         """A variable as stored: a value is masked whole when its name says it is secret (`LC_DB_PASSWORD`)
         or when masking `NAME=value` finds anything in it; the masker alone would mask only a first word."""
         return mask_env(self.masking[0], name, value) if self.masking is not None else (name, value)
+
+    def _audit_dropped_env(self, names: list[str]) -> None:
+        """Variables the client sent that [server] accept_env does not pass on: evidence of what was tried."""
+        if not names:
+            return
+        shown = [self._masked(name) for name in names[:MAX_LISTED_ENV]]
+        self.recording.note(ev.MARKER, text=f"environment not passed on: {', '.join(shown)}")
+        info = self.recording.info
+        self._audit("env.dropped", session=info.id, user=info.user, target=info.target, names=shown,
+                    count=len(names))  # fmt: skip
 
     def _transfers(self, found: list[Transfer | FileOperation]) -> None:
         if self.sftp is not None and self.sftp.broken and not self._sftp_broken_noted:

@@ -1,0 +1,32 @@
+"""Limits on what one client can make the bastion hold: a terminal's size, channels per connection, live
+sessions per user. Nothing the bastion allocates grows with a number the client chose beyond these."""
+
+from __future__ import annotations
+
+# A terminal larger than this is clamped to it (the target and the shell-line screen get the clamped size):
+# a 4K display with a small font is about 640 x 270 cells; the screen model costs memory per cell.
+MAX_COLUMNS = 1000
+MAX_ROWS = 500
+
+
+def terminal_size(cols: int, rows: int) -> tuple[int, int]:
+    """The size the bastion uses for a requested one: at most MAX_COLUMNS x MAX_ROWS (0 stays "not given")."""
+    return min(max(cols, 0), MAX_COLUMNS), min(max(rows, 0), MAX_ROWS)
+
+
+class ChannelCount:
+    """The channels open on one connection, against `[server] max_channels_per_connection`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> bool:
+        """Count one more channel; False (and nothing counted) when the connection already has `limit`."""
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open = max(0, self.open - 1)
