@@ -5,6 +5,7 @@ environment variables. Real OpenSSH and an asyncssh client (for what OpenSSH can
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -171,3 +172,47 @@ def test_ssh_through_the_capped_bastion_still_works(henv: BastionEnv) -> None:
     for index in range(SESSIONS + 2):
         result = henv.ssh(f"echo ordinary-{index}")
         assert result.returncode == 0 and result.stdout == f"ordinary-{index}\n".encode(), result.stderr
+
+
+class _Unasked(asyncssh.SSHClientConnection):
+    """An attacker's client: it tries password and keyboard-interactive although the bastion offers neither
+    (OpenSSH and asyncssh clients only try what the server lists, so this one is crafted)."""
+
+    _unoffered = [b"password", b"keyboard-interactive"]
+
+    def try_next_auth(self, *, next_method: bool = False) -> None:
+        tried = getattr(self, "_tried", 0)
+        if tried < len(self._unoffered):  # after each failure, the next method the server did not list
+            self._tried = tried + 1
+            self._auth_methods = [self._unoffered[tried]]
+            next_method = False
+        super().try_next_auth(next_method=next_method)
+
+
+class _Guesser(asyncssh.SSHClient):
+    def kbdint_auth_requested(self) -> str:
+        return ""
+
+    def kbdint_challenge_received(self, name: str, instruction: str, lang: str, prompts: object) -> list[str]:
+        return ["hunter2"]
+
+
+def test_password_and_keyboard_interactive_attempts_are_refused_and_audited(
+    henv: BastionEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    since = time.time()
+    monkeypatch.setattr(asyncssh.connection, "SSHClientConnection", _Unasked)
+
+    async def run() -> None:
+        with pytest.raises(asyncssh.PermissionDenied):
+            await asyncssh.connect(
+                "127.0.0.1", henv.port, username="mallory", password="hunter2", known_hosts=None,
+                client_keys=None, agent_path=None, config=None, kbdint_auth=True, client_factory=_Guesser,
+            )  # fmt: skip
+
+    asyncio.run(run())
+    entry = henv.logged("auth.failed", lambda f: f["user"] == "mallory", since=since)[-1]
+    reasons = " ".join(entry["reasons"])
+    assert "password authentication is not offered" in reasons
+    assert "keyboard-interactive authentication is not offered" in reasons
+    assert "hunter2" not in json.dumps(entry)

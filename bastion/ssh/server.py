@@ -66,6 +66,34 @@ class OuterConnection(asyncssh.SSHServerConnection):
             self.identity = Identity(username, tuple(record["groups"]), info.serial, info.key_id, workload)
         return True
 
+    # Password and keyboard-interactive are never offered (kbdint only to the issuance users). A client may
+    # still try them; asyncssh asks the methods' `*_supported()` both when it lists the methods in a failure
+    # and when a client attempts one, so an ask outside a listing is an attempt: refused, and on record.
+    _listing_methods = False
+
+    def send_userauth_failure(self, partial_success: bool) -> None:
+        self._listing_methods = True
+        try:
+            super().send_userauth_failure(partial_success)
+        finally:
+            self._listing_methods = False
+
+    def password_auth_supported(self) -> bool:
+        if not self._listing_methods:
+            self._unoffered("password")
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        offered = super().kbdint_auth_supported()
+        if not offered and not self._listing_methods:
+            self._unoffered("keyboard-interactive")
+        return offered
+
+    def _unoffered(self, method: str) -> None:
+        owner: OuterServer = self._owner  # type: ignore[assignment]
+        owner.auth_failure(self._username, f"{method} authentication is not"
+                           " offered: log in with a certificate", final=False)  # fmt: skip
+
     def extend_login_grace(self, seconds: float) -> None:
         """A device-flow login waits for a person: give this connection (only) that long to authenticate."""
         if self._login_timer is not None:
