@@ -101,6 +101,49 @@ def test_asciicast_header_defaults_to_80x24_and_names_the_command() -> None:
     assert header["title"] == "alice@web1 as deploy: make test"
 
 
+HOSTILE = "echo hi\x1b]0;pwned\x07\x1b]52;c;cHduZWQ=\x07\nsecond \u202eline\x9b2J"
+
+
+def test_asciicast_metadata_is_sanitised_and_the_recorded_output_is_not() -> None:
+    # The title, env and marker labels are text users chose, shown by players; the output events
+    # are what the terminal showed, and a replay must show it as it was.
+    hostile = session(kind="exec", command=HOSTILE, user="al\x1b[8mice", login="de\nploy", term="xterm\x07\x1b]0;t\x07")
+    rec = Recorder().add(0, EXEC, command=HOSTILE).out(0.5, b"\x1b]0;shown\x07out\r\n")
+    rec.add(1, TRANSFER, op="write", path="/tmp/\x1b[2Jx\ny", bytes=1, protocol="sftp")
+    rec.add(2, MARKER, text="note\x07\u202e")
+    text = to_asciicast(hostile, rec.events)
+    header, frames = cast_lines(text)
+    assert header["title"] == (
+        "al␛[8mice@web1 as de⏎ploy: echo hi␛]0;pwned\\x07␛]52;c;cHduZWQ=\\x07⏎second \\u202eline\\x9b2J"
+    )
+    assert header["env"] == {"TERM": "xterm\\x07␛]0;t\\x07"}
+    labels = [frame[2] for frame in frames if frame[1] == "m"]
+    assert labels == [
+        "exec: echo hi␛]0;pwned\\x07␛]52;c;cHduZWQ=\\x07⏎second \\u202eline\\x9b2J",
+        "write /tmp/␛[2Jx⏎y (1 bytes)",
+        "note\\x07\\u202e",
+    ]
+    assert output_of(frames) == "\x1b]0;shown\x07out\r\n"  # the recorded output, exactly
+    assert "\x1b" not in text and "\x07" not in text  # JSON escapes it in the file itself
+
+
+def test_a_long_hostile_marker_label_is_cut_after_sanitising() -> None:
+    rec = Recorder().add(0, EXEC, command="\x07" * 100)
+    _, frames = cast_lines(to_asciicast(exec_session(), rec.events))
+    label = frames[0][2]
+    assert len(label) == 120 and label.endswith("…") and label.startswith("exec: \\x07\\x07")
+
+
+def test_text_and_jsonl_exports_carry_no_raw_control_characters_from_metadata() -> None:
+    hostile = session(kind="exec", command=HOSTILE, term="", cols=0, rows=0)
+    rec = Recorder().add(0, EXEC, command=HOSTILE).out(0.5, b"plain\n")
+    assert to_text(hostile, rec.events) == "plain\n"  # no header: only what the screen showed
+    jsonl = to_jsonl(hostile, rec.events)
+    assert "\x1b" not in jsonl and "\x07" not in jsonl and "\u202e" not in jsonl
+    first = json.loads(jsonl.splitlines()[0])
+    assert first["session"]["command"] == HOSTILE  # exact, escaped by JSON
+
+
 def test_asciicast_header_uses_the_pty_size_in_force_when_output_starts() -> None:
     rec = Recorder().add(0, PTY, term="xterm", cols=100, rows=30).out(1, b"x")
     rec.add(2, PTY, term="xterm", cols=10, rows=5)  # after output: not the initial size

@@ -78,7 +78,7 @@ def _openssh_blob(public: Ed25519PublicKey) -> str:
 
 def verify_bundle(bundle: dict[str, Any], public: Ed25519PublicKey | None = None) -> str:
     """Raise BundleError with the first problem; return a one-line summary when it verifies."""
-    if bundle.get("format") != FORMAT:
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise BundleError(f"not an evidence bundle of format {FORMAT}")
     embedded = load_ssh_public_key(bundle["public_key"].encode())
     if not isinstance(embedded, Ed25519PublicKey):

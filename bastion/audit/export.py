@@ -1,5 +1,10 @@
 """Exports of a session recording: asciicast v2 for replay, rendered text, JSON Lines.
-Pure functions from a session's metadata and events to a string; no storage, no I/O."""
+Pure functions from a session's metadata and events to a string; no storage, no I/O.
+
+What the session showed (asciicast output events, the rendered text) is its content and stays as
+recorded; the metadata a player shows about it (the asciicast title, env and marker labels: commands,
+names, paths users chose) goes through the sanitiser (docs/architecture.md, "Text people see").
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import pyte
 
 from bastion.audit import events as ev
 from bastion.audit.events import BYTE_TYPES, Event, SessionInfo
+from bastion.display import sanitize_for_display
 
 FORMATS = ("asciicast", "text", "jsonl")
 
@@ -85,6 +91,7 @@ def _marker_label(event: Event) -> str | None:
         label = str(fields.get("text", ""))
     else:
         return None
+    label = sanitize_for_display(label)
     return label if len(label) <= _LABEL_MAX else label[: _LABEL_MAX - 1] + "…"
 
 
@@ -98,8 +105,8 @@ def to_asciicast(session: SessionInfo, events: Iterable[Event]) -> str:
         "width": cols,
         "height": rows,
         "timestamp": int(session.started_at),
-        "title": f"{session.user}@{session.target} as {session.login}: {command}",
-        "env": env,
+        "title": sanitize_for_display(f"{session.user}@{session.target} as {session.login}: {command}"),
+        "env": {name: sanitize_for_display(value) for name, value in env.items()},
     }
     lines = [_dumps(header, sort_keys=False)]  # "version" first, as recorders write it
     origin = session.started_at or (events[0].ts if events else 0.0)

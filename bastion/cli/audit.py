@@ -12,7 +12,7 @@ import click
 
 from bastion import config as config_mod
 from bastion import storage
-from bastion.cli.support import config_option, config_path_option, fail, open_store
+from bastion.cli.support import config_option, config_path_option, fail, open_store, shown, to_json
 from bastion.storage import Store
 
 
@@ -66,7 +66,7 @@ def _bundle(settings: config_mod.Settings, store: Store, session_id: str) -> str
     except BundleError as exc:
         fail(str(exc))
         raise
-    return json.dumps(bundle, indent=1, sort_keys=True) + "\n"
+    return to_json(bundle, indent=1, sort_keys=True) + "\n"
 
 
 @audit.command("verify")
@@ -124,8 +124,9 @@ def audit_verify(
             fail(f"--pubkey: {exc}")
     if bundle:
         try:
-            click.echo("verified: " + verify_bundle(json.loads(Path(bundle).read_text()), public))
-        except (BundleError, ValueError, KeyError, TypeError) as exc:
+            # The bundle is a file from elsewhere: what it says about itself is shown through the sanitiser.
+            click.echo("verified: " + shown(verify_bundle(json.loads(Path(bundle).read_text()), public)))
+        except (BundleError, ValueError, KeyError, TypeError, AttributeError) as exc:
             fail(f"{bundle}: FAILED: {exc}")
         return
     settings = None
@@ -146,10 +147,12 @@ def audit_verify(
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(report) | {"ok": report.ok}, indent=2))
+        click.echo(to_json(dataclasses.asdict(report) | {"ok": report.ok}, indent=2))
     else:
+        # Problems and notes quote what the database holds (ids, types, metadata), and the database
+        # under verification may be a tampered copy: each line is shown through the sanitiser.
         for note in report.notes:
-            click.echo(f"note: {note}")
+            click.echo(f"note: {shown(note)}")
         scope = (
             f"session {session_id}"
             if session_id
@@ -159,11 +162,11 @@ def audit_verify(
             )
         )
         if report.ok:
-            click.echo(f"verified: {scope}")
+            click.echo(f"verified: {shown(scope)}")
         else:
-            click.echo(f"FAILED: {report.problems[0]}", err=True)
+            click.echo(f"FAILED: {shown(report.problems[0])}", err=True)
             for problem in report.problems[1:]:
-                click.echo(f"also: {problem}", err=True)
+                click.echo(f"also: {shown(problem)}", err=True)
     sys.exit(0 if report.ok else 1)
 
 
@@ -205,7 +208,7 @@ def audit_prune(settings: config_mod.Settings, older_than: str | None) -> None:
         pruned = prune(store, sealer, age)  # type: ignore[arg-type]
     finally:
         store.close()
-    click.echo(f"pruned {len(pruned)} sessions" + (": " + ", ".join(pruned) if pruned else ""))
+    click.echo(f"pruned {len(pruned)} sessions" + (": " + shown(", ".join(pruned)) if pruned else ""))
 
 
 @audit.command("log")
@@ -215,12 +218,24 @@ def audit_prune(settings: config_mod.Settings, older_than: str | None) -> None:
 def audit_log(settings: config_mod.Settings, type_: str | None, as_json: bool) -> None:
     """Show the global audit log: logins, refusals, issuances."""
     store = open_store(settings)
-    rows = store.audit_log(type_)
-    store.close()
+    try:
+        rows = store.audit_log(type_)
+    finally:
+        store.close()
     for row in rows:
         if as_json:
-            click.echo(json.dumps(row, sort_keys=True))
+            # JSON escapes every control character; the leaf hash is bytes, shown as hex.
+            click.echo(to_json(row, sort_keys=True))
         else:
+            # One line per entry: fields are text users chose (commands, names, reasons), each shown
+            # through the sanitiser, so a newline cannot start a new row nor an escape drive the terminal.
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["ts"]))
-            fields = " ".join(f"{k}={v}" for k, v in row["fields"].items())
-            click.echo(f"{row['seq']:>6} {when} {row['type']:<16} {fields}")
+            fields = " ".join(f"{shown(k)}={shown(_field_text(v))}" for k, v in row["fields"].items())
+            click.echo(f"{row['seq']:>6} {when} {shown(row['type']):<16} {fields}")
+
+
+def _field_text(value: object) -> str:
+    """A field of an audit-log entry as text: strings as they are, lists and objects as JSON."""
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)

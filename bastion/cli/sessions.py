@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 import click
 
 from bastion import config as config_mod
-from bastion.cli.support import config_option, open_store
+from bastion.cli.support import config_option, open_store, shown, to_json
+
+WHAT_WIDTH = 30
 
 
 @click.group()
@@ -27,15 +28,19 @@ def sessions_list(settings: config_mod.Settings, live: bool, as_json: bool) -> N
     found = store.sessions(live=True if live else None)
     store.close()
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(s) for s in found], indent=2))
+        click.echo(to_json([dataclasses.asdict(s) for s in found], indent=2))
         return
     if not found:
         click.echo("no sessions" + (" running" if live else " recorded yet"))
         return
-    click.echo(f"{'SESSION':<20} {'STARTED':<19} {'USER':<12} {'TARGET':<20} {'WHAT':<30} {'STATUS'}")
+    click.echo(f"{'SESSION':<20} {'STARTED':<19} {'USER':<12} {'TARGET':<20} {'WHAT':<{WHAT_WIDTH}} {'STATUS'}")
     for s in found:
+        # One row per session whatever the user chose to type: every stored field goes through the
+        # sanitiser (a newline shows as ⏎, ESC as ␛) before it is padded, so the columns stay aligned.
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_at))
-        what = (s.kind + (": " + s.command if s.command else "")) or "-"
+        what = shown(s.kind + (": " + s.command if s.command else "")) or "-"
+        if len(what) > WHAT_WIDTH:
+            what = what[: WHAT_WIDTH - 1] + "…"  # cut, and shown to be cut
         status = (
             s.status
             if s.status != "closed"
@@ -45,4 +50,7 @@ def sessions_list(settings: config_mod.Settings, live: bool, as_json: bool) -> N
                 else (f"signal {s.exit_signal}" if s.exit_signal else s.end_reason)
             )
         )
-        click.echo(f"{s.id:<20} {started:<19} {s.user:<12} {s.login + '@' + s.target:<20} {what[:30]:<30} {status}")
+        click.echo(
+            f"{shown(s.id):<20} {started:<19} {shown(s.user):<12} {shown(s.login + '@' + s.target):<20} "
+            f"{what:<{WHAT_WIDTH}} {shown(status)}"
+        )

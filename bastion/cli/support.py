@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -12,6 +13,7 @@ import click
 
 from bastion import config as config_mod
 from bastion import storage
+from bastion.display import sanitize_for_display
 from bastion.identity.ca import Authorities
 from bastion.storage import Store
 
@@ -19,8 +21,31 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str) -> NoReturn:
-    click.echo(f"bastion: {message}", err=True)
+    """One line on stderr and exit 1; what the message quotes (a path, a stored id, a bundle's text) is shown
+    through the sanitiser, so it can neither break the line nor drive the terminal."""
+    click.echo(f"bastion: {sanitize_for_display(message)}", err=True)
     sys.exit(1)
+
+
+def shown(value: object) -> str:
+    """Stored or user-chosen text as one line that is safe on a person's terminal: control characters,
+    escape sequences and bidirectional overrides made visible, nothing deleted (docs/architecture.md,
+    "Text people see"). For tables and plain-text output."""
+    return sanitize_for_display(value if isinstance(value, str) else str(value))
+
+
+def to_json(value: Any, **kwargs: Any) -> str:
+    """JSON for `--json` outputs: ASCII only, so every control character is escaped by JSON itself (no raw
+    ESC or BEL reaches a terminal); bytes (hashes) as hex."""
+    return json.dumps(value, ensure_ascii=True, default=_json_default, **kwargs)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def config_path_option(
