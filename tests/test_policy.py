@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import shutil
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from bastion import config as config_mod
 from bastion.cli.policy import policy, policy_test_report
-from bastion.control.actions import Action, Connect, Exec, Forward, McpTool, Shell, ShellLine, Subject, action_key
+from bastion.control.actions import (
+    Action,
+    Connect,
+    Decision,
+    Exec,
+    Forward,
+    McpTool,
+    Shell,
+    ShellLine,
+    Subject,
+    action_key,
+)
 from bastion.control.command_line import parse
 from bastion.control.config import Rule, check_rules
 from bastion.control.policy import Policy
@@ -52,6 +66,7 @@ RULES = [
     Rule(name="ml-prod", effect="allow", users=("mia",), hosts=("env=prod,team=ml",), exec=("nvidia-smi",)),
 ]
 PROD = {"env": "prod", "team": "web"}
+ROOT = Path(__file__).parent.parent
 
 
 def alice(login: str | None = "mcp", host: str = "prod1", labels: dict[str, str] | None = None) -> Subject:
@@ -101,6 +116,8 @@ TABLE: list[tuple[str, Subject, Action, str, str | None]] = [
     ("unclosed quote does not crash: deny", alice(), Exec('rm -rf "/unclosed'), "deny", "no-rm-rf"),
     ("unclosed quote does not crash: allow", alice(), Exec('cat "/etc/unclosed'), "allow", "ops-read"),
     ("anything on dev hosts", DANA, Exec("make deploy"), "allow", "dev-any"),
+    ("an allow without what covers shells", DANA, Shell(), "allow", "dev-any"),
+    ("an allow without what covers shell lines", DANA, ShellLine("make"), "allow", "dev-any"),
     ("but not rm -rf", DANA, Exec("rm -rf /"), "deny", "no-rm-rf"),
     ("not ops: nothing", BOB, Exec("ls"), "deny", None),
     ("a deny without what covers exec", CARL, Exec("ls"), "deny", "contractors"),
@@ -117,6 +134,8 @@ TABLE: list[tuple[str, Subject, Action, str, str | None]] = [
     ("forward within a range", alice(), Forward(9005), "allow", "mcp-http"),
     ("forward another port", alice(), Forward(22), "deny", None),
     ("forward as a denied group", CARL, Forward(8000), "deny", "contractors"),
+    ("an allow without what names no forward", DANA, Forward(8000), "deny", None),
+    ("nor the target's own sshd", DANA, Forward(22), "deny", None),
     # MCP tools.
     ("read tools for anyone on prod", BOB, McpTool("read_file", {"path": "/x"}), "allow", "mcp-read"),
     ("writes to /etc wait", alice(), McpTool("write_file", {"path": "/etc/passwd"}), "approve", "mcp-write-etc"),
@@ -124,6 +143,8 @@ TABLE: list[tuple[str, Subject, Action, str, str | None]] = [
     ("missing argument: no approve", alice(), McpTool("write_file", {}), "allow", "mcp-write"),
     ("writes not for others", BOB, McpTool("write_file", {"path": "/tmp/x"}), "deny", None),
     ("unknown tool", BOB, McpTool("drop_table", {}), "deny", None),
+    ("an allow without what names no MCP tool", DANA, McpTool("read_file", {}), "deny", None),
+    ("a deny without what covers MCP tools", CARL, McpTool("read_file", {}), "deny", "contractors"),
 ]
 
 
@@ -166,6 +187,66 @@ def test_the_first_rule_in_file_order_of_the_winning_effect_decides() -> None:
         "second",
         tuple(r.name for r in rules),
     )
+
+
+# Rules without "what": an allow covers shells and commands only; forwards and MCP calls need a rule naming them.
+def test_an_allow_rule_without_what_allows_shells_and_commands_but_not_forwards_or_mcp() -> None:
+    policy = Policy([Rule(name="devs", effect="allow", groups=("ops",))])
+    commands: tuple[Action, ...] = (Shell(), Exec("uname -a; exit 3"), Exec("sftp"), ShellLine("ls | wc -l"))
+    for action in commands:
+        assert policy.decide(alice(), action) == Decision("allow", "devs", "", ("devs",)), action
+    for action in (Forward(2222), Forward(22), Forward(8000), McpTool("read_file", {"path": "/"})):
+        decision = policy.decide(alice(), action)
+        assert (decision.effect, decision.rule, decision.matched) == ("deny", None, ()), action
+    assert policy.decide(alice(None), Connect()).effect == "allow"  # reaching the host is unchanged
+
+
+def test_an_allow_rule_naming_a_port_allows_that_port_only() -> None:
+    policy = Policy([
+        Rule(name="devs", effect="allow", groups=("ops",)),
+        Rule(name="mcp-http", effect="allow", groups=("ops",), forward=(8000,)),
+    ])  # fmt: skip
+    assert policy.decide(alice(), Forward(8000)) == Decision("allow", "mcp-http", "", ("mcp-http",))
+    refused = policy.decide(alice(), Forward(2222))
+    assert refused == Decision(
+        "deny", None, "no rule allows forwards to port 2222 here; a rule must name it: forward = [2222]"
+    )
+
+
+def test_a_refused_mcp_call_says_which_key_names_it() -> None:
+    decision = Policy([Rule(name="devs", effect="allow")]).decide(BOB, McpTool('drop\x1b"x', {}))
+    tool = '"drop␛\\"x"'  # shown safely, quoted as TOML would have it
+    assert decision.message == f"no rule allows the MCP tool {tool} here; a rule must name it: mcp_tools = [{tool}]"
+
+
+@pytest.mark.parametrize("effect", ["deny", "approve"])
+@pytest.mark.parametrize("action", [Forward(2222), McpTool("read_file", {}), Shell(), Exec("ls"), ShellLine("ls")])
+def test_deny_and_approve_rules_without_what_still_cover_every_action(effect: str, action: Action) -> None:
+    extra = {"approvers": ["leads"]} if effect == "approve" else {}
+    rules = [
+        Rule(name="everything", effect="allow", shell=True, exec=("*",), forward=("*",), mcp_tools=("*",)),
+        Rule.model_validate({"name": "held-or-closed", "effect": effect, "groups": ["ops"], **extra}),
+    ]
+    decision = Policy(rules).decide(alice(), action)
+    assert (decision.effect, decision.rule) == (effect, "held-or-closed")
+
+
+def test_the_demo_configuration_lets_the_demo_user_work_but_forwards_nowhere(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "bastion.toml", tmp_path / "bastion.toml")
+    (tmp_path / "state" / "demo").mkdir(parents=True)
+    (tmp_path / "state" / "demo" / "known_hosts").write_text("")
+    settings = config_mod.load(tmp_path / "bastion.toml")
+    policy = Policy(settings.rules)
+    for host in settings.hosts:
+        for user, groups in (("demo", ("dev",)), ("alice", ("dev", "approvers"))):  # the demo's and the IdP's
+            subject = Subject(user, groups, host.name, dict(host.labels), host.logins[0])
+            assert policy.decide(dataclasses.replace(subject, login=None), Connect()).allowed
+            for action in (Shell(), Exec("uname -a; exit 3"), Exec("sftp"), Exec("scp -t ."), ShellLine("ls -la")):
+                assert policy.decide(subject, action).allowed, (host.name, action)
+            assert policy.decide(subject, Exec("sudo id")).effect == "approve"
+            # The bastion's own port, the targets' sshd, the demo IdP, an MCP port: none is named.
+            for port in (2222, 22, 2201, 2202, 9400, 8000):
+                assert policy.decide(subject, Forward(port)).effect == "deny", (host.name, port)
 
 
 def test_users_and_groups_are_alternatives_and_groups_alone_restrict() -> None:
@@ -390,6 +471,21 @@ def test_adding_an_allow_rule_never_lifts_a_deny_by_rule(
         assert after.effect == "approve"
 
 
+@settings(max_examples=300, deadline=None)
+@given(rule_lists, subjects, st.sampled_from([Forward(22), Forward(8000), McpTool("read_file", {})]))
+def test_a_forward_or_mcp_call_is_allowed_only_by_rules_naming_it(
+    rules: tuple[Rule, ...], subject: Subject, action: Action
+) -> None:
+    decision = Policy(rules).decide(subject, action)
+    if decision.allowed:
+        by_name = {r.name: r for r in rules}
+        assert decision.matched and all(by_name[name].has_what for name in decision.matched)
+        keys = ("forward",) if isinstance(action, Forward) else ("mcp_tools", "mcp_arguments")
+        assert all(any(getattr(by_name[name], key) for key in keys) for name in decision.matched)
+    without_what = [r for r in rules if r.has_what or r.effect != "allow"]
+    assert Policy(without_what).decide(subject, action).effect == decision.effect
+
+
 # Command-line splitting.
 @pytest.mark.parametrize(
     ("line", "commands", "wrapped"),
@@ -563,7 +659,29 @@ def test_policy_test_prints_the_decision_and_the_matched_rules(config: Path) -> 
     result = run_policy(config, "--user", "alice", "--group", "ops", "--host", "prod1", "--login", "mcp", "--shell")
     assert result.output == "allow by rule ops-shell\nmatched: ops-shell\n"
     result = run_policy(config, "--user", "bob", "--host", "prod1", "--login", "mcp", "--forward", "8000")
-    assert result.output == "deny by default (no rule matched): no rule allows this\nmatched: none\n"
+    assert result.output == (
+        "deny by default (no rule matched): no rule allows forwards to port 8000 here; a rule must name it: "
+        "forward = [8000]\nmatched: none\n"
+    )
+
+
+def test_policy_test_explains_a_forward_no_rule_names(config: Path) -> None:
+    config.write_text(config.read_text() + '\n[[rules]]\nname = "ops-all"\neffect = "allow"\ngroups = ["ops"]\n')
+    ops = ("--user", "alice", "--group", "ops", "--host", "prod1", "--login", "mcp")
+    assert run_policy(config, *ops, "--exec", "uname -a").output == "allow by rule ops-all\nmatched: ops-all\n"
+    result = run_policy(config, *ops, "--forward", "2222")
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "deny by default (no rule matched): no rule allows forwards to port 2222 here; a rule must name it: "
+        "forward = [2222]\nmatched: none\n"
+        'note: rule ops-all has no "what" keys: an allow without them covers shells and commands, never forwards\n'
+    )
+    report = json.loads(run_policy(config, *ops, "--mcp-tool", "read_file", "--json").output)
+    assert (report["effect"], report["rule"], report["unnamed_allows"]) == ("deny", None, ["ops-all"])
+    config.write_text(config.read_text() + '\n[[rules]]\nname = "mcp-http"\neffect = "allow"\nforward = [2222]\n')
+    assert run_policy(config, *ops, "--forward", "2222").output == "allow by rule mcp-http\nmatched: mcp-http\n"
+    refused = run_policy(config, *ops, "--forward", "2223").output
+    assert "a rule must name it: forward = [2223]" in refused and "note: rule ops-all has" in refused
 
 
 def test_policy_test_json(config: Path) -> None:

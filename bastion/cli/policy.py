@@ -31,6 +31,7 @@ from bastion.control.policy import Policy
 def policy_test_report(policy: Policy, subject: Subject, action: Action) -> dict[str, Any]:
     """What `policy test` shows: the decision, the rule that made it and every rule that matched."""
     decision = policy.decide(subject, action)
+    unnamed = policy.unnamed_allows(subject) if isinstance(action, Forward | McpTool) and not decision.matched else ()
     return {
         "effect": decision.effect,
         "rule": decision.rule,
@@ -44,6 +45,7 @@ def policy_test_report(policy: Policy, subject: Subject, action: Action) -> dict
         "host": subject.host,
         "login": subject.login,
         "action": {"kind": action_kind(action), "text": action_text(action)},
+        "unnamed_allows": list(unnamed),  # allow rules here without "what": shells and commands only
     }
 
 
@@ -57,7 +59,13 @@ def format_policy_report(report: dict[str, Any]) -> str:
         line += f" ({report['approvals']} approval(s) from {who}"
         line += f"; grant {report['grant']:g}s)" if report["grant"] else ")"
     matched = ", ".join(report["matched"]) or "none"
-    return f"{line}\nmatched: {matched}"
+    text = f"{line}\nmatched: {matched}"
+    unnamed = report["unnamed_allows"]
+    if unnamed:  # why a forward or MCP call found no rule although the user may log in here
+        kind = "forwards" if report["action"]["kind"] == "forward" else "MCP tool calls"
+        who = f"rule {unnamed[0]} has" if len(unnamed) == 1 else f"rules {', '.join(unnamed)} have"
+        text += f'\nnote: {who} no "what" keys: an allow without them covers shells and commands, never {kind}'
+    return text
 
 
 @click.group()

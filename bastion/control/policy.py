@@ -10,8 +10,12 @@ A rule matches when all of its keys match:
   only their members.
 * where: `hosts` (names, globs, or `key=value` label matches, `,` joining labels that must all
   match; default `"*"`) and `logins` (globs; default `"*"`).
-* what: `shell`, `exec`, `forward`, `mcp_tools`, `mcp_arguments`. A rule without any of them
-  matches every action; one with some matches only actions of those kinds.
+* what: `shell`, `exec`, `forward`, `mcp_tools`, `mcp_arguments`. A rule with some of them
+  matches only actions of those kinds. A rule without any of them matches by its effect: a deny or
+  approve rule matches every action; an allow rule matches shells, exec commands and shell lines
+  only. Forwards (`Forward`) and MCP tool calls (`McpTool`) are allowed only by an allow rule
+  that names them (`forward = [8000]`, `mcp_tools`/`mcp_arguments`), so "may log in and run
+  commands" never opens a tunnel to every port on the host (its sshd, the bastion, an IdP).
 
 Reaching a host (`Connect`) is allowed when any allow or approve rule matches who and where,
 whatever its "what" (the action decides later), and denied only by deny rules without "what"
@@ -27,6 +31,7 @@ Patterns are globs or `re:<regex>`; both must match the whole text (write `.*` /
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from bastion.control.actions import (
@@ -50,6 +55,7 @@ __all__ = ["Policy"]
 
 _RANK: dict[str, int] = {"allow": 0, "approve": 1, "deny": 2}
 _DEFAULT_MESSAGE = {"deny": "denied by policy", "approve": "needs approval", "allow": ""}
+_NAMED_ONLY = (Forward, McpTool)  # actions an allow rule covers only by naming them
 
 
 class _CompiledRule:
@@ -78,9 +84,11 @@ class _CompiledRule:
         return any(m(subject.login or "") for m in self.logins)
 
     def hits(self, action: Action, line: CommandLine | None) -> bool:
-        """For deny and approve: does this rule cover the action (any part of a command line)?"""
+        """Does this rule cover the action (a command line: any part of it; `_allowing` holds an allow to
+        every part)? Without "what", a deny or approve rule covers everything, an allow rule everything
+        but forwards and MCP calls, which only a rule naming them allows."""
         if not self.has_what:
-            return True
+            return self.rule.effect != "allow" or not isinstance(action, _NAMED_ONLY)
         if isinstance(action, Shell):
             return self.rule.shell is True
         if line is not None:
@@ -95,7 +103,7 @@ class _CompiledRule:
     def covers_all_lines(self, action: Action) -> bool:
         """For allow: does this rule allow every command line of this kind (no "what", or a plain shell)?"""
         if not self.has_what:
-            return True
+            return True  # an allow rule without "what" covers shells and commands (never forwards or MCP)
         return isinstance(action, ShellLine) and self.rule.shell is True and not self.exec
 
     def covers(self, command_candidates: tuple[str, ...]) -> bool:
@@ -136,7 +144,16 @@ class Policy:
         line = action.line if isinstance(action, Exec | ShellLine) else None
         winners = [c for c in candidates if c.rule.effect != "allow" and c.hits(action, line)]
         allowing, uncovered = self._allowing(candidates, action, line)
-        return self._decision(winners + allowing, uncovered)
+        return self._decision(winners + allowing, uncovered, action)
+
+    def unnamed_allows(self, subject: Subject) -> tuple[str, ...]:
+        """The allow rules without "what" for this user, host and login: they cover shells and commands,
+        never forwards or MCP calls (for `bastion policy test` to say why a forward found no rule)."""
+        return tuple(
+            c.rule.name
+            for c in self._compiled
+            if c.rule.effect == "allow" and not c.has_what and c.who_and_where(subject, connect=False)
+        )
 
     def _connect(self, candidates: list[_CompiledRule]) -> Decision:
         deciding = [c for c in candidates if c.rule.effect != "deny" or not c.has_what]
@@ -174,13 +191,22 @@ class Policy:
             used += [c for c in covering if c not in used]
         return sorted(used or partial, key=self._compiled.index), None
 
-    def _decision(self, matched: list[_CompiledRule], uncovered: str | None) -> Decision:
+    def _decision(self, matched: list[_CompiledRule], uncovered: str | None, action: Action | None = None) -> Decision:
         matched = sorted(matched, key=self._compiled.index)
         names = tuple(c.rule.name for c in matched)
         if not matched:
-            reason = f"no rule allows {sanitize_for_display(uncovered)!r} here" if uncovered else "no rule allows this"
-            return Decision("deny", None, reason, names)
+            return Decision("deny", None, _no_rule(action, uncovered), names)
         top = max(_RANK[c.rule.effect] for c in matched)
         rule = next(c.rule for c in matched if _RANK[c.rule.effect] == top)
         message = rule.message or _DEFAULT_MESSAGE[rule.effect]
         return Decision(rule.effect, rule.name, message, names, rule.approvers, rule.approvals, rule.grant)
+
+
+def _no_rule(action: Action | None, uncovered: str | None) -> str:
+    """Why nothing allowed the action, in one line; forwards and MCP calls say which key would name them."""
+    if isinstance(action, Forward):
+        return f"no rule allows forwards to port {action.port} here; a rule must name it: forward = [{action.port}]"
+    if isinstance(action, McpTool):
+        tool = json.dumps(sanitize_for_display(action.tool), ensure_ascii=False)
+        return f"no rule allows the MCP tool {tool} here; a rule must name it: mcp_tools = [{tool}]"
+    return f"no rule allows {sanitize_for_display(uncovered)!r} here" if uncovered else "no rule allows this"
