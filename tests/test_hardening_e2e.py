@@ -5,7 +5,10 @@ environment variables. Real OpenSSH and an asyncssh client (for what OpenSSH can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -13,18 +16,55 @@ from contextlib import asynccontextmanager
 import asyncssh
 import pytest
 
+from bastion.demo.targets import free_port
 from tests.conftest import BastionEnv, running_env
 
 pytestmark = pytest.mark.e2e
 
 CHANNELS, SESSIONS = 3, 4
+SILENT, CLOSED = free_port(), free_port()  # a service that never answers; a port nobody listens on
+RULES = f"""
+[[rules]]
+name = "allow-all"
+effect = "allow"
+
+[[rules]]
+name = "forwards"
+effect = "allow"
+forward = [{SILENT}, {CLOSED}]
+"""
 
 
 @pytest.fixture(scope="module")
 def henv() -> Iterator[BastionEnv]:
     limits = f"max_channels_per_connection = {CHANNELS}\nmax_sessions_per_user = {SESSIONS}"
-    with running_env(server=limits) as environment:
+    with running_env(RULES, server=limits) as environment:
         yield environment
+
+
+@pytest.fixture
+def silent_service() -> Iterator[None]:
+    """A TCP service on the target's loopback that accepts and then says nothing, ever."""
+    server = socket.create_server(("127.0.0.1", SILENT))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        server.close()
 
 
 def _options(env: BastionEnv) -> dict[str, object]:
@@ -216,3 +256,35 @@ def test_password_and_keyboard_interactive_attempts_are_refused_and_audited(
     assert "password authentication is not offered" in reasons
     assert "keyboard-interactive authentication is not offered" in reasons
     assert "hunter2" not in json.dumps(entry)
+
+
+def test_a_closed_forward_gives_its_channel_back(henv: BastionEnv, silent_service: None) -> None:
+    """Forwards to a service that never answers, closed by the client: each channel closes through to the
+    target and is counted no more, so the connection can still open as many sessions as its limit."""
+
+    async def run() -> list[str]:
+        async with bastion(henv) as jump, hop(henv, jump) as conn:
+            for _ in range(CHANNELS):
+                _, writer = await conn.open_connection("localhost", SILENT)
+                writer.close()
+                await asyncio.wait_for(writer.channel.wait_closed(), 30)
+            processes = [await conn.create_process("echo up; exec sleep 60") for _ in range(CHANNELS)]
+            lines = [(await asyncio.wait_for(p.stdout.readline(), 30)).strip() for p in processes]
+            for process in processes:
+                process.terminate()
+            return lines
+
+    assert asyncio.run(run()) == ["up"] * CHANNELS
+
+
+def test_an_allowed_forward_the_target_refuses_is_refused_to_the_client_and_audited(henv: BastionEnv) -> None:
+    since = time.time()
+
+    async def run() -> str:
+        async with bastion(henv) as jump, hop(henv, jump) as conn:
+            with pytest.raises(asyncssh.ChannelOpenError) as refused:
+                await conn.open_connection("localhost", CLOSED)
+            return refused.value.reason
+
+    assert "the target refused" in asyncio.run(run())
+    henv.logged("forward.failed", lambda f: f["destination"] == f"localhost:{CLOSED}", since=since)

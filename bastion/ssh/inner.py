@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import asyncssh
+from asyncssh.forward import SSHForwarder
 
 from bastion.audit.events import SessionInfo
 from bastion.audit.recording import SessionRecording
@@ -40,6 +41,44 @@ async def _pipe(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[by
         writer.write_eof()
     except (asyncssh.Error, OSError, BrokenPipeError):
         writer.close()
+
+
+async def _bridge(
+    reader: asyncssh.SSHReader[bytes],
+    writer: asyncssh.SSHWriter[bytes],
+    target_reader: asyncssh.SSHReader[bytes],
+    target_writer: asyncssh.SSHWriter[bytes],
+) -> None:
+    """Both ways until both ends are done, or until either channel closes: then the other is closed too
+    (EOF is passed on as EOF; a close is a close, as asyncssh's own forwarder does)."""
+    pipes: asyncio.Future[Any] = asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
+    closing: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(end.channel.wait_closed()) for end in (writer, target_writer)
+    ]
+    try:
+        await asyncio.wait({pipes, *closing}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in closing:
+            waiter.cancel()
+        writer.close()
+        target_writer.close()
+        pipes.cancel()
+        with contextlib.suppress(asyncio.CancelledError, asyncssh.Error, OSError):
+            await pipes
+
+
+class _CountedForwarder(SSHForwarder):
+    """asyncssh's own forwarder for the client's side of a forward, telling once when the channel is gone."""
+
+    def __init__(self, peer: SSHForwarder, closed: Callable[[], None]) -> None:
+        super().__init__(peer)
+        self._on_close: Callable[[], None] | None = closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        closed, self._on_close = self._on_close, None
+        if closed is not None:
+            closed()
 
 
 async def _unless_closed(check: Awaitable[T], writer: asyncssh.SSHWriter[bytes]) -> T | None:
@@ -221,22 +260,38 @@ class InnerServer(asyncssh.SSHServer):
                        connection=self.connection_id, rule=decision.rule, effect=decision.effect)  # fmt: skip
         if decision.effect == "allow":
             gate.record(action, decision, "allow")
+            return self._tunnel(upstream, dest_host, dest_port)
 
-        async def forward(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
+        async def held(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
             try:
-                if decision.effect != "allow":
-                    verdict = await _unless_closed(gate.check(action, lambda line: None), writer)
-                    if verdict is None or not verdict.allowed:
-                        return  # None: the client closed the forward (or left) while it waited: withdrawn
+                verdict = await _unless_closed(gate.check(action, lambda line: None), writer)
+                if verdict is None or not verdict.allowed:
+                    return  # None: the client closed the forward (or left) while it waited: withdrawn
                 target_reader, target_writer = await upstream.open_connection(dest_host, dest_port, encoding=None)
-                await asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
+                await _bridge(reader, writer, target_reader, target_writer)
             except (asyncssh.Error, OSError) as exc:
-                log("forward.failed", connection=self.connection_id, destination=destination, error=str(exc))
+                self._forward_failed(destination, exc)
             finally:
                 writer.close()
                 self.channels.give_back()
 
-        return forward
+        return held
+
+    async def _tunnel(self, upstream: asyncssh.SSHClientConnection, host: str, port: int) -> SSHForwarder:
+        """An allowed forward: the target's channel opens first (a refusal reaches the client as one), then
+        asyncssh's forwarder joins the two channels; the connection's count is given back when it closes."""
+        try:
+            _, peer = await upstream.create_connection(SSHForwarder, host, port)  # type: ignore[arg-type]
+        except (asyncssh.Error, OSError) as exc:
+            self.channels.give_back()
+            self._forward_failed(f"{host}:{port}", exc)
+            reason = f"bastion: the target refused: {exc}"
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from None
+        return _CountedForwarder(cast(SSHForwarder, peer), self.channels.give_back)
+
+    def _forward_failed(self, destination: str, exc: BaseException) -> None:
+        self.ctx.audit("forward.failed", user=self.identity.user, target=self.host.name, destination=destination,
+                       connection=self.connection_id, error=str(exc))  # fmt: skip
 
     def _refuse_forward(self, destination: str, reason: str) -> bool:
         self.ctx.audit(
