@@ -54,7 +54,7 @@ class ServerSettings(Section):
     accept_env: tuple[str, ...] = ("LANG", "LC_*", "TERM", "COLORTERM", "TZ")
     login_grace: Duration = 30.0
     max_channels_per_connection: int = Field(default=32, ge=1, le=10_000)  # sessions, forwards, hops
-    max_sessions_per_user: int = Field(default=64, ge=1, le=100_000)  # live recorded sessions, all connections
+    max_sessions_per_user: int = Field(default=32, ge=1, le=100_000)  # live recorded sessions, all connections
 
     @field_validator("state_dir", "database", mode="before")
     @classmethod

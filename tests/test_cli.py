@@ -97,7 +97,9 @@ def test_cert_issue_writes_a_certificate_openssh_accepts(config: Path) -> None:
 def test_unknown_session_and_bad_bundle(config: Path) -> None:
     assert "no session 'nope'" in one_line_error(run_bastion("audit", "export", "-c", str(config), "nope", check=False))
     bundle = config.parent / "bundle.json"
-    for text in ("{not json", "[]", json.dumps({"format": FORMAT, "public_key": 1})):
+    nested = "[" * 100_000 + "]" * 100_000  # deeper than the JSON parser recurses
+    unknown_key = json.dumps({"format": FORMAT, "public_key": "ssh-foo AAAA"})  # no such key type
+    for text in ("{not json", "[]", json.dumps({"format": FORMAT, "public_key": 1}), nested, unknown_key):
         bundle.write_text(text)
         assert "FAILED" in one_line_error(run_bastion("audit", "verify", "--bundle", str(bundle), check=False))
 

@@ -541,3 +541,13 @@ def test_any_bytes_in_either_direction_never_break_the_tracker(steps: list[tuple
                     assert isinstance(tracker.line(), str)
                     tracker.submitted() if tracker.gating else tracker.cleared()
     assert isinstance(tracker.line(), str) and isinstance(tracker.gating, bool)
+
+
+def test_the_alignment_test_pattern_draws_nothing() -> None:
+    """DECALN (ESC # 8) would fill every cell with "E" from 3 bytes: the screen model ignores it, so a
+    flood of it costs nothing and the line typed is still read as typed."""
+    tracker = ShellLineTracker(20, 5)
+    tracker.output(b"\x1b[?2004htest$ ")
+    tracker.split_at_enter(b"ls")
+    tracker.output(b"ls" + b"\x1b#8" * 1000)
+    assert tracker.line() == "ls"

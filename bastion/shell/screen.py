@@ -78,6 +78,11 @@ class Screen(pyte.Screen):  # type: ignore[misc]
         super().resize(lines, columns)
         self._fit()
 
+    def alignment_display(self) -> None:
+        # DECALN (ESC # 8) fills every cell with "E": a test pattern, no command line, and the one
+        # sequence that makes pyte draw the whole screen from 3 bytes (a flood of it stalls the bastion).
+        pass
+
     def _fit(self) -> None:
         """Wrap flags and marks for the current number of rows."""
         self.wrapped = (self.wrapped + [False] * self.lines)[: self.lines]

@@ -120,6 +120,7 @@ class InnerServer(asyncssh.SSHServer):
         self.upstream: asyncssh.SSHClientConnection | None = None
         self.login = ""
         self.sessions = 0
+        self._lost = False  # the hop's channel is gone
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -164,6 +165,10 @@ class InnerServer(asyncssh.SSHServer):
             )
         except upstream.UpstreamError as exc:
             return self._refuse("upstream.failed", str(exc), login=username)
+        if self._lost:  # the hop closed while the bastion connected upstream: nobody will use it
+            self.upstream.close()
+            self.upstream = None
+            return True
         self.login = username
         self.ctx.audit(
             "login",
@@ -315,6 +320,7 @@ class InnerServer(asyncssh.SSHServer):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         if self.upstream is not None:
             self.upstream.close()
         if self._closed is not None:

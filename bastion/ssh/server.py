@@ -20,7 +20,6 @@ from bastion.config import Settings
 from bastion.control.actions import Connect, Subject
 from bastion.control.approver_commands import approvals_command
 from bastion.control.gate import Gate, denial
-from bastion.display import sanitize_for_display
 from bastion.identity.ca import CertificateRejected, Identity
 from bastion.identity.certinfo import CertificateFormatError, is_certificate, parse_certificate
 from bastion.logs import log
@@ -91,8 +90,12 @@ class OuterConnection(asyncssh.SSHServerConnection):
 
     def _unoffered(self, method: str) -> None:
         owner: OuterServer = self._owner  # type: ignore[assignment]
-        owner.auth_failure(self._username, f"{method} authentication is not"
-                           " offered: log in with a certificate", final=False)  # fmt: skip
+        reason = f"{method} authentication is not offered: log in with a certificate"
+        owner.auth_failure(self._username, reason, final=False)
+        if method not in owner.unoffered_tried:  # on record even if the connection then logs in; once per method
+            owner.unoffered_tried.add(method)
+            self.ctx.audit("auth.refused", connection=owner.id, source=owner.source, user=self._username,
+                           method=method, reason=reason)  # fmt: skip
 
     def extend_login_grace(self, seconds: float) -> None:
         """A device-flow login waits for a person: give this connection (only) that long to authenticate."""
@@ -121,6 +124,7 @@ class OuterServer(asyncssh.SSHServer):
         self.refusals: list[str] = []  # why each offered key was refused, logged once at the end
         self.login_flow: LoginFlow | None = None  # the reserved users `token` and `login`
         self.channels = ChannelCount(ctx.settings.server.max_channels_per_connection)
+        self.unoffered_tried: set[str] = set()  # password, keyboard-interactive: tried although not offered
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn  # type: ignore[assignment]
@@ -229,7 +233,11 @@ class OuterServer(asyncssh.SSHServer):
         self._take_channel("hop")
         channel_id = f"{self.id}{new_connection_id()[:4]}"
         log("channel", connection=self.id, channel=channel_id, user=self.identity.user, destination=destination)
-        return inner_connection(self.ctx, self.identity, host, self.source, channel_id, self.channels.give_back)
+        try:
+            return inner_connection(self.ctx, self.identity, host, self.source, channel_id, self.channels.give_back)
+        except BaseException:
+            self.channels.give_back()
+            raise
 
     def _take_channel(self, kind: str) -> None:
         """Count a channel of this connection, or refuse it (audited) past [server] max_channels_per_connection."""
@@ -311,12 +319,15 @@ class BastionShell(asyncssh.SSHServerSession[bytes]):
         )
         self.chan.exit(1)
 
+    def _masked(self, text: str) -> str:
+        return self.ctx.masker.mask_text(text) if self.ctx.masker is not None else text
+
     async def _approvals(self, argv: list[str]) -> None:
         assert self.chan is not None
         identity = self.identity
         if identity.workload:  # approvals are a person's decision: an agent never approves, not even another's
             self.ctx.audit("approval.refused", user=identity.user, serial=identity.serial,
-                           command=sanitize_for_display(" ".join(argv))[:200], reason="workload identity")  # fmt: skip
+                           command=self._masked(" ".join(argv))[:200], reason="workload identity")  # fmt: skip
             self.chan.write_stderr(
                 f"bastion: approvals are decided by people; {identity.user} logged in as a workload\n".encode()
             )

@@ -35,6 +35,7 @@ SFTP_MAX_PACKET = 16 * 1024 * 1024
 # packets the bastion sends for bulk output (measured: 49k -> 25k sends per 200 MB).
 UPSTREAM_MAX_PACKET = 31 * 1024
 MAX_LISTED_ENV = 50  # names of dropped environment variables listed in one audit entry (the count is whole)
+MAX_ENV_NAME = 100  # characters of each listed name
 
 
 def is_transfer(command: str | None, subsystem: str | None) -> bool:
@@ -108,6 +109,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self.subsystem: str | None = None
         self.sftp: SftpInspector | None = None
         self.transfer = False  # file contents (sftp, scp): decided once, when the session starts
+        self._clamp_audited = False
         self._sftp_broken_noted = False
         self.pending_eof = False
         self.pending_input: list[bytes] = []  # what arrived before the target side opened
@@ -210,7 +212,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
                 self.recording.count_maskings = self.masked.counts  # summed once, when the recording closes
         requested = self.client.get_environment()
         env = {k: v for k, v in requested.items() if self.env_accepted(k)}
-        self._audit_dropped_env(sorted(name for name in requested if name not in env))
+        self._audit_dropped_env(sorted(name for name in requested if name not in env and name != REASON_ENV))
         for name, value in sorted(env.items()):
             shown_name, shown_value = self._masked_env(name, value)
             self.recording.note(ev.ENV, name=shown_name, value=shown_value)
@@ -303,6 +305,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             text = f"terminal size {cols}x{rows} clamped to {size[0]}x{size[1]}"
             self.recording.note(ev.MARKER, text=text)
             info = self.recording.info
+            if self._clamp_audited:
+                return size  # once per session in the audit log (a client can send window changes in a loop)
+            self._clamp_audited = True
             self._audit("terminal.clamped", session=info.id, user=info.user, target=info.target,
                         requested=[cols, rows], applied=list(size))  # fmt: skip
         return size
@@ -445,7 +450,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         """Variables the client sent that [server] accept_env does not pass on: evidence of what was tried."""
         if not names:
             return
-        shown = [self._masked(name) for name in names[:MAX_LISTED_ENV]]
+        shown = [self._masked(name[:MAX_ENV_NAME]) for name in names[:MAX_LISTED_ENV]]
         self.recording.note(ev.MARKER, text=f"environment not passed on: {', '.join(shown)}")
         info = self.recording.info
         self._audit("env.dropped", session=info.id, user=info.user, target=info.target, names=shown,
