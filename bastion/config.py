@@ -32,7 +32,8 @@ from bastion.config_types import (
     parse_duration,
     resolve_path,
 )
-from bastion.control.config import ApprovalSettings, Rule, check_rules
+from bastion.control.config import ApprovalSettings, PolicySettings, Rule, check_rules
+from bastion.control.exec_match import ExecPattern
 from bastion.identity.config import IdentitySettings
 from bastion.masking.config import MaskingSettings
 
@@ -185,6 +186,7 @@ class Settings(Section):
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
     rules: tuple[Rule, ...] = ()
     masking: MaskingSettings = Field(default_factory=MaskingSettings)
     hosts: tuple[HostSettings, ...] = ()
@@ -276,12 +278,15 @@ def _describe(exc: ValidationError) -> str:
     return f"{loc}: {message}" if loc else message
 
 
+_UNION_TAGS = frozenset({"text", "table"})  # the kinds of an `exec` entry, not keys a person wrote
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part.startswith("function-") or part.startswith("tagged-union"):
+        elif part.startswith("function-") or part.startswith("tagged-union") or part in _UNION_TAGS:
             continue
         else:
             text += f".{part}" if text else part
@@ -289,6 +294,8 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    if "table" in loc:  # inside a structured `exec` entry
+        return sorted(ExecPattern.model_fields)
     model: type[BaseModel] = Settings
     for part in loc[:-1]:
         if isinstance(part, int):

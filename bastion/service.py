@@ -37,7 +37,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         store,
         sealer,
         verifier=TokenVerifier(settings.identity),
-        policy=Policy(settings.rules),
+        policy=Policy(settings.rules, settings.policy.opaque, settings.approvals.approver_groups),
         approvals=Approvals(store, settings.approvals, grant_key=GrantKey.load(settings.server.state_dir)),
         masker=Masker.from_settings(settings.masking),
     )

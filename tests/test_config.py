@@ -8,6 +8,7 @@ import pydantic
 import pytest
 
 from bastion import config
+from bastion.control.exec_match import ExecPattern
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 GOOD = f"""
@@ -155,6 +156,16 @@ def test_env_allow_list(tmp_path: Path) -> None:
             "rules[0] (r): an approve rule needs approvers",
         ),
         ('[[rules]]\nname = "r"\neffect = "deny"\nexec = ["re:(unclosed"]\n', "rules[0].exec"),
+        (
+            '[[rules]]\nname = "r"\neffect = "deny"\nexec = [{ program = "rm", options = ["r"] }]\n',
+            "rules[0].exec[0].options: expected options such as '-r' or '-r|--recursive', got 'r'",
+        ),
+        (
+            '[[rules]]\nname = "r"\neffect = "deny"\nexec = [{ prog = "rm" }]\n',
+            "rules[0].exec[0].prog: unknown key; expected one of: args, options, program",
+        ),
+        ('[[rules]]\nname = "r"\neffect = "deny"\nexec = [3]\n', "rules[0].exec[0]: expected a string, got 3"),
+        ('[policy]\nopaque = "maybe"\n', "policy.opaque:"),
         ("[approvals]\ntimeout = 600\n", 'approvals.timeout: expected a duration as a string such as "600s"'),
         ('[masking]\npacks = ["secrets", "passwords"]\n', "masking.packs"),
         ('[masking]\npatterns = [{ name = "t", regex = "(" }]\n', "masking.patterns[0].regex"),
@@ -182,8 +193,11 @@ groups = ["dev"]
 [[rules]]
 name = "sudo"
 effect = "approve"
-exec = ["sudo *"]
+exec = ["sudo *", { program = "rm", options = ["-r|--recursive", "-f"], args = ["/*"] }]
 grant = "15m"
+
+[policy]
+opaque = "deny"
 
 [masking]
 packs = ["secrets"]
@@ -197,4 +211,7 @@ client_id = "bastion"
         )
     )
     assert [r.name for r in settings.rules] == ["dev", "sudo"] and settings.rules[1].grant == 900.0
+    table = settings.rules[1].exec[1]
+    assert isinstance(table, ExecPattern) and table.describe() == "rm -r|--recursive -f /*"
+    assert settings.policy.opaque == "deny"
     assert settings.masking.packs == ("secrets",) and settings.identity.issuers[0].expected_audience == "bastion"

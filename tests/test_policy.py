@@ -33,7 +33,7 @@ from bastion.control.actions import (
 )
 from bastion.control.command_line import parse
 from bastion.control.config import Rule, check_rules
-from bastion.control.policy import Policy
+from bastion.control.policy import OPAQUE_RULE, Policy
 from bastion.display import sanitize_for_display
 
 RULES = [
@@ -114,7 +114,8 @@ TABLE: list[tuple[str, Subject, Action, str, str | None]] = [
     ("approve", alice(), Exec("systemctl restart mcp"), "approve", "restart"),
     ("deny beats approve", alice(), Exec("systemctl restart mcp && rm -rf /"), "deny", "no-rm-rf"),
     ("unclosed quote does not crash: deny", alice(), Exec('rm -rf "/unclosed'), "deny", "no-rm-rf"),
-    ("unclosed quote does not crash: allow", alice(), Exec('cat "/etc/unclosed'), "allow", "ops-read"),
+    # a line that does not parse is opaque: deny rules apply to alice here, so it waits for people
+    ("unclosed quote does not crash: opaque", alice(), Exec('cat "/etc/unclosed'), "approve", "(opaque)"),
     ("anything on dev hosts", DANA, Exec("make deploy"), "allow", "dev-any"),
     ("an allow without what covers shells", DANA, Shell(), "allow", "dev-any"),
     ("an allow without what covers shell lines", DANA, ShellLine("make"), "allow", "dev-any"),
@@ -152,7 +153,7 @@ TABLE: list[tuple[str, Subject, Action, str, str | None]] = [
 def test_decision_table(case: str, subject: Subject, action: Action, effect: str, rule: str | None) -> None:
     decision = Policy(RULES).decide(subject, action)
     assert (decision.effect, decision.rule) == (effect, rule), decision
-    if rule is not None:
+    if rule is not None and rule != OPAQUE_RULE:
         assert rule in decision.matched
 
 
@@ -450,6 +451,10 @@ def test_the_effect_is_the_strongest_of_the_matched_rules(
     decision = Policy(rules).decide(subject, action)
     effects = {r.name: r.effect for r in rules}
     matched = {effects[name] for name in decision.matched}
+    if decision.rule == OPAQUE_RULE:  # an allowed line it cannot read, where deny or approve rules apply
+        assert decision.opaque and decision.effect in ("approve", "deny") and "deny" in matched | {"deny"}
+        assert matched & {"deny", "approve"} or decision.effect == "deny"
+        return
     if decision.rule is not None:
         assert effects[decision.rule] == decision.effect or isinstance(action, Connect)
     if not isinstance(action, Connect):

@@ -114,7 +114,7 @@ def policy_test(
         known = ", ".join(h.name for h in settings.hosts) or "none"
         fail(f"--host: {host!r} is not in [[hosts]] (known: {known}); the bastion refuses other hosts")
     try:
-        rules = Policy(settings.rules)
+        rules = Policy(settings.rules, settings.policy.opaque, settings.approvals.approver_groups)
     except ValueError as exc:
         fail(f"{settings.path}: rules: {exc}")
     report = policy_test_report(rules, Subject(user, groups, host, dict(target.labels), login), action)

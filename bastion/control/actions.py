@@ -146,6 +146,7 @@ class Decision:
     approvers: tuple[str, ...] = ()
     approvals: int = 1
     grant: float | None = None
+    opaque: tuple[str, ...] = ()  # why the line could not be read, when that made the decision
 
     @property
     def allowed(self) -> bool:

@@ -7,15 +7,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from bastion.config_types import Duration, Section
 from bastion.control.actions import Effect
+from bastion.control.exec_match import ExecPattern
 from bastion.control.patterns import validate_patterns
 
-__all__ = ["ApprovalSettings", "Rule", "check_rules"]
+__all__ = ["ApprovalSettings", "OpaqueEffect", "PolicySettings", "Rule", "check_rules"]
+
+OpaqueEffect = Literal["approve", "deny", "allow"]
+
+
+def _exec_kind(value: Any) -> str:
+    return "table" if isinstance(value, dict | ExecPattern) else "text"
+
+
+# An `exec` entry: a text pattern ("rm -rf *"), or a table matched on options in any order and grouping.
+ExecEntry = Annotated[Annotated[str, Tag("text")] | Annotated[ExecPattern, Tag("table")], Discriminator(_exec_kind)]
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 WHAT_KEYS = ("shell", "exec", "forward", "mcp_tools", "mcp_arguments")
@@ -31,7 +42,7 @@ class Rule(Section):
     hosts: tuple[str, ...] = ("*",)
     logins: tuple[str, ...] = ("*",)
     shell: bool | None = None
-    exec: tuple[str, ...] = ()
+    exec: tuple[ExecEntry, ...] = ()  # command patterns (text), or structured: { program, options, args }
     forward: tuple[int | str, ...] = ()
     mcp_tools: tuple[str, ...] = ()
     mcp_arguments: dict[str, str] = Field(default_factory=dict)
@@ -61,8 +72,9 @@ class Rule(Section):
 
     @field_validator("exec")
     @classmethod
-    def _exec(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return validate_patterns(value, "command")
+    def _exec(cls, value: tuple[ExecEntry, ...]) -> tuple[ExecEntry, ...]:
+        validate_patterns(tuple(entry for entry in value if isinstance(entry, str)), "command")
+        return value
 
     @field_validator("mcp_arguments")
     @classmethod
@@ -135,6 +147,15 @@ def check_rules(rules: Sequence[Rule], approver_groups: Sequence[str]) -> None:
                 f"rules[{index}] ({rule.name}): an approve rule needs approvers = [groups], "
                 "or set [approvals] approver_groups"
             )
+
+
+class PolicySettings(Section):
+    """The `[policy]` table."""
+
+    # A command line whose programs the bastion cannot tell (sh -c, python3 -c, | sh, eval, $CMD...), where
+    # a deny or approve rule applies: held for approval ("approve", denied where nobody may approve), "deny",
+    # or "allow" (decided like any other line: the deny list is then only as good as its patterns).
+    opaque: OpaqueEffect = "approve"
 
 
 class ApprovalSettings(Section):

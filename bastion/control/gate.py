@@ -162,6 +162,7 @@ class Gate:
             "rule": decision.rule,
             "matched": list(decision.matched),
             "message": decision.message,
+            **({"opaque": list(decision.opaque)} if decision.opaque else {}),
             **extra,
         }
         self._note(ev.DECISION, **fields)

@@ -47,7 +47,10 @@ from bastion.control.actions import (
     arguments_json,
 )
 from bastion.control.command_line import CommandLine
-from bastion.control.config import Rule
+from bastion.control.config import OpaqueEffect, Rule
+from bastion.control.exec_match import ExecPattern
+from bastion.control.exec_match import matches as matches_table
+from bastion.control.opaque import why_opaque
 from bastion.control.patterns import host_matcher, matcher, port_range
 from bastion.display import sanitize_for_display
 
@@ -56,6 +59,7 @@ __all__ = ["Policy"]
 _RANK: dict[str, int] = {"allow": 0, "approve": 1, "deny": 2}
 _DEFAULT_MESSAGE = {"deny": "denied by policy", "approve": "needs approval", "allow": ""}
 _NAMED_ONLY = (Forward, McpTool)  # actions an allow rule covers only by naming them
+OPAQUE_RULE = "(opaque)"  # the name an opaque line's decision gives (no rule may be named so)
 
 
 class _CompiledRule:
@@ -67,7 +71,8 @@ class _CompiledRule:
         self.groups = [matcher(p) for p in rule.groups]
         self.hosts = [host_matcher(p) for p in rule.hosts]
         self.logins = [matcher(p) for p in rule.logins]
-        self.exec = [matcher(p) for p in rule.exec]
+        self.exec = [matcher(p) for p in rule.exec if isinstance(p, str)]
+        self.exec_tables = [p for p in rule.exec if isinstance(p, ExecPattern)]  # options in any order
         self.ports = [port_range(p) for p in rule.forward]
         self.tools = [matcher(p) for p in rule.mcp_tools]
         self.arguments = {name: matcher(p) for name, p in rule.mcp_arguments.items()}
@@ -93,7 +98,9 @@ class _CompiledRule:
             return self.rule.shell is True
         if line is not None:
             texts = [line.text.strip(), *(c for cmd in line.all_commands for c in cmd.candidates())]
-            return any(m(text) for m in self.exec for text in texts)
+            return any(m(text) for m in self.exec for text in texts) or any(
+                matches_table(table, cmd.words) for table in self.exec_tables for cmd in line.all_commands
+            )
         if isinstance(action, Forward):
             return any(low <= action.port <= high for low, high in self.ports)
         if isinstance(action, McpTool):
@@ -104,10 +111,13 @@ class _CompiledRule:
         """For allow: does this rule allow every command line of this kind (no "what", or a plain shell)?"""
         if not self.has_what:
             return True  # an allow rule without "what" covers shells and commands (never forwards or MCP)
-        return isinstance(action, ShellLine) and self.rule.shell is True and not self.exec
+        return isinstance(action, ShellLine) and self.rule.shell is True and not self.rule.exec
 
-    def covers(self, command_candidates: tuple[str, ...]) -> bool:
-        return any(m(text) for m in self.exec for text in command_candidates)
+    def covers(self, command_candidates: tuple[str, ...], words: tuple[str, ...] = ()) -> bool:
+        """Does an exec pattern allow this command (its texts; its words, for the structured patterns)?"""
+        if any(m(text) for m in self.exec for text in command_candidates):
+            return True
+        return bool(words) and any(matches_table(table, words) for table in self.exec_tables)
 
     def _mcp(self, action: McpTool) -> bool:
         if not (self.tools or self.arguments):
@@ -124,9 +134,18 @@ class _CompiledRule:
 
 
 class Policy:
-    """The one policy evaluator: every path (connect, shell, exec, shell lines, forwards, MCP) asks it."""
+    """The one policy evaluator: every path (connect, shell, exec, shell lines, forwards, MCP) asks it.
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    `opaque` is what happens to a command line whose programs cannot be told from its text (opaque.py)
+    where a deny or approve rule applies to the user and host, instead of an allow: "approve" (held for
+    approval where approvers exist for the host, else denied), "deny", or "allow" (decided as any line).
+    """
+
+    def __init__(
+        self, rules: Sequence[Rule], opaque: OpaqueEffect = "approve", approver_groups: Sequence[str] = ()
+    ) -> None:
+        self.opaque = opaque
+        self.approver_groups = tuple(approver_groups)
         names = [r.name for r in rules]
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate is not None:
@@ -144,7 +163,22 @@ class Policy:
         line = action.line if isinstance(action, Exec | ShellLine) else None
         winners = [c for c in candidates if c.rule.effect != "allow" and c.hits(action, line)]
         allowing, uncovered = self._allowing(candidates, action, line)
-        return self._decision(winners + allowing, uncovered, action)
+        decision = self._decision(winners + allowing, uncovered, action)
+        if line is not None and decision.allowed and self.opaque != "allow":
+            return self._opaque(decision, candidates, why_opaque(line))
+        return decision
+
+    def _opaque(self, allowed: Decision, candidates: list[_CompiledRule], reasons: tuple[str, ...]) -> Decision:
+        """An allowed line the bastion cannot read: held or denied where deny or approve rules apply here."""
+        guarded = [c for c in candidates if c.rule.effect != "allow"]
+        if not reasons or not guarded:
+            return allowed
+        why = "the bastion cannot tell what this runs: " + "; ".join(reasons)
+        matched = tuple(dict.fromkeys((*allowed.matched, *(c.rule.name for c in guarded))))
+        approvers = tuple(dict.fromkeys(a for c in guarded if c.rule.effect == "approve" for a in c.rule.approvers))
+        if self.opaque == "approve" and (approvers or self.approver_groups):
+            return Decision("approve", OPAQUE_RULE, why, matched, approvers, 1, None, reasons)
+        return Decision("deny", OPAQUE_RULE, why, matched, opaque=reasons)
 
     def unnamed_allows(self, subject: Subject) -> tuple[str, ...]:
         """The allow rules without "what" for this user, host and login: they cover shells and commands,
@@ -172,7 +206,7 @@ class Policy:
         if line is None:
             return [c for c in rules if c.hits(action, None)], None
         whole = [c for c in rules if c.covers_all_lines(action)]
-        partial = [c for c in rules if c.exec and c not in whole]
+        partial = [c for c in rules if c.rule.exec and c not in whole]
         if whole:
             return sorted(whole + [c for c in partial if c.hits(action, line)], key=self._compiled.index), None
         if not partial:
@@ -185,7 +219,7 @@ class Policy:
             return (sorted(covering, key=self._compiled.index), None) if covering else ([], line.text.strip())
         for command in line.commands:
             texts = command.candidates()
-            covering = [c for c in partial if c.covers(texts)]
+            covering = [c for c in partial if c.covers(texts, command.words)]
             if not covering:
                 return [], command.program
             used += [c for c in covering if c not in used]
