@@ -15,6 +15,8 @@ PURE = [
     ROOT / "control" / "patterns.py",
     ROOT / "control" / "policy.py",
     ROOT / "control" / "command_line.py",
+    ROOT / "control" / "opaque.py",
+    ROOT / "control" / "exec_match.py",
     ROOT / "control" / "approvals.py",
     ROOT / "shell" / "screen.py",
     ROOT / "shell" / "keys.py",

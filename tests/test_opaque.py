@@ -95,3 +95,19 @@ def test_where_no_deny_or_approve_rule_applies_an_opaque_line_is_decided_as_any(
 def test_the_opaque_setting_chooses(setting: str, effect: str) -> None:
     policy = Policy([ALLOW_ALL, NO_REBOOT, HOLD_RESTARTS], opaque=setting)  # type: ignore[arg-type]
     assert policy.decide(ALICE, Exec("eval $(echo cmVib290 | base64 -d)")).effect == effect
+
+
+@pytest.mark.parametrize("line", ["!!", "sudo !!", '$(!-2)', "echo \"!$\"", "^touch^rm"])
+def test_history_expansion_in_a_typed_line_is_opaque(line: str) -> None:
+    assert any("history expansion" in reason for reason in why_opaque(parse(line), interactive=True))
+    assert not any("history expansion" in reason for reason in why_opaque(parse(line)))  # exec: no history
+
+
+@pytest.mark.parametrize("line", ["echo 'hi!'", "[ ! -f x ]", "x != y", "echo hi!", "echo \\!x"])
+def test_an_exclamation_mark_history_does_not_take_is_not_opaque(line: str) -> None:
+    assert not any("history" in reason for reason in why_opaque(parse(line), interactive=True))
+
+
+def test_prompt_assignments_are_opaque() -> None:
+    assert any("PS1" in reason for reason in why_opaque(parse("PS1='$(reboot)'")))
+    assert why_opaque(parse("FOO=1")) == ()

@@ -551,3 +551,18 @@ def test_the_alignment_test_pattern_draws_nothing() -> None:
     tracker.split_at_enter(b"ls")
     tracker.output(b"ls" + b"\x1b#8" * 1000)
     assert tracker.line() == "ls"
+
+
+def test_the_screen_must_show_every_key_typed_on_the_line() -> None:
+    """Keys typed after a Tab that a completion function has not echoed yet: the line on the screen is not
+    the line that would run, and the tracker says so; once echoed it does; an edit key ends the check."""
+    tracker = ShellLineTracker(40, 5)
+    tracker.output(b"\x1b[?2004htest$ ")
+    tracker.split_at_enter(b"echo x; \ttouch /tmp/f")
+    tracker.output(b"echo x; ")  # the completion function is still running
+    assert tracker.shows_what_was_typed() is False
+    tracker.output(b"touch /tmp/f")
+    assert tracker.shows_what_was_typed() is True and tracker.line() == "echo x; touch /tmp/f"
+    tracker.split_at_enter(b"\x7f")  # backspace: no telling any more
+    tracker.output(b"\x08 \x08")
+    assert tracker.shows_what_was_typed() is None

@@ -154,6 +154,10 @@ class Gate:
         if not creating.cancelled() and creating.exception() is None:
             self.ctx.approvals.withdraw(creating.result().id)
 
+    def refuse(self, action: Action, message: str) -> None:
+        """Record a refusal the gate made without asking policy (the line could not be read)."""
+        self.record(self.shown(action), Decision("deny", None, message), "deny")
+
     def record(self, action: Action, decision: Decision, outcome: str, **extra: object) -> None:
         fields = {
             "action": action_kind(action),

@@ -61,9 +61,13 @@ RUNS_CODE = {
 # Variables that change which program or code runs (in a prefix `VAR=… cmd` or an export).
 RISKY_VARIABLES = frozenset(
     {"PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "PROMPT_COMMAND", "IFS", "PYTHONPATH",
-     "PYTHONSTARTUP", "PERL5LIB", "PERL5OPT", "RUBYOPT", "NODE_OPTIONS", "BASH_FUNC_*", "SHELLOPTS", "BASHOPTS"}
+     "PYTHONSTARTUP", "PERL5LIB", "PERL5OPT", "RUBYOPT", "NODE_OPTIONS", "BASH_FUNC_*", "SHELLOPTS", "BASHOPTS",
+     "PS0", "PS1", "PS2", "PS4", "INPUTRC"}
 )  # fmt: skip
-_EXPANSION = re.compile(r"[$`*?\[{]")
+# In command position: a parameter or command substitution, a glob (`*`, `?`, `[…]`), a brace expansion, or
+# `{}` (the placeholder xargs -I and find -exec fill in).
+_EXPANSION = re.compile(r"[$`*?]|\[.*\]|\{.*\}")
+_ASSIGNMENT = re.compile(r"(?:^|[\s;&|(])([A-Za-z_][A-Za-z0-9_]*)\+?=")
 _SCRIPT_FROM_A_STREAM = ("<(", ">(", "/dev/stdin", "/dev/fd/", "/proc/self/fd/", "/dev/tcp/", "/dev/udp/")
 _REDIRECT = re.compile(r"(\d*(?:<<<|<<-|<<|<>|<&|<|>>|>&|>\||>|&>>|&>))")
 _DECLARES = frozenset({"export", "declare", "typeset", "local", "readonly"})
@@ -78,13 +82,19 @@ _TAKES_VALUE: dict[str, frozenset[str]] = {
 }
 
 
-def why_opaque(line: CommandLine) -> tuple[str, ...]:
-    """Why the programs this line runs cannot be told from its text (empty: they can)."""
+def why_opaque(line: CommandLine, interactive: bool = False) -> tuple[str, ...]:
+    """Why the programs this line runs cannot be told from its text (empty: they can). `interactive`: a line
+    typed in a shell, where history expansion (`!!`, `!-2`, `^old^new`) runs text the line does not show."""
     reasons: list[str] = []
+    if interactive and _history_designator(line.text):
+        reasons.append("history expansion (!…, ^…^) runs an earlier line that this one does not show")
     if not line.exact:
         reasons.append("its quoting or parentheses do not parse")
     if "\\\n" in line.text or "\\\r\n" in line.text:
         reasons.append("it continues over a backslash-newline")
+    if not line.commands:  # assignments only (`PS1='$(…)'`): nothing runs now, something may later
+        reasons += [f"it sets {name}, which changes what runs" for name in _risky_assignments(
+            [f"{match.group(1)}=" for match in _ASSIGNMENT.finditer(line.text)])]  # fmt: skip
     for command in line.all_commands:
         reasons += _command(command)
     return tuple(dict.fromkeys(reasons))
@@ -153,6 +163,27 @@ def _interpreter(name: str, words: tuple[str, ...], code_flags: frozenset[str], 
     if script.startswith(_SCRIPT_FROM_A_STREAM):
         return [f"{name} runs code from {script!r}, a stream rather than a file"]
     return []
+
+
+def _history_designator(text: str) -> bool:
+    """An unquoted (or double-quoted) `!` that bash's history expansion would take, or a leading `^`."""
+    if text.lstrip().startswith("^"):
+        return True
+    single = False
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and not single:
+            index += 2
+            continue
+        if char == "'":
+            single = not single
+        elif char == "!" and not single:
+            following = text[index + 1 : index + 2]
+            if following and following not in " \t\n=(\"":
+                return True
+        index += 1
+    return False
 
 
 def _risky_assignments(words: tuple[str, ...] | list[str]) -> list[str]:

@@ -165,7 +165,7 @@ class Policy:
         allowing, uncovered = self._allowing(candidates, action, line)
         decision = self._decision(winners + allowing, uncovered, action)
         if line is not None and decision.allowed and self.opaque != "allow":
-            return self._opaque(decision, candidates, why_opaque(line))
+            return self._opaque(decision, candidates, why_opaque(line, interactive=isinstance(action, ShellLine)))
         return decision
 
     def _opaque(self, allowed: Decision, candidates: list[_CompiledRule], reasons: tuple[str, ...]) -> Decision:

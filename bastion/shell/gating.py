@@ -19,6 +19,7 @@ from bastion.control.gate import Gate
 from bastion.shell.tracker import CLEAR_LINE, ShellLineTracker
 
 ECHO_QUIET, ECHO_WAIT = 0.04, 1.0
+SHOWN_WAIT = 2.0  # the most the Enter waits for keys typed on the line to show (after ECHO_WAIT)
 
 
 def runs_a_shell(command: str) -> bool:
@@ -93,11 +94,17 @@ class ShellLines:
         deadline = loop.time() + ECHO_WAIT
         while loop.time() < deadline and (tracker.awaiting_echo or loop.time() - self.last_output < ECHO_QUIET):
             await asyncio.sleep(0.01)
+        deadline = loop.time() + SHOWN_WAIT  # keys typed after a Tab wait for a completion function to end
+        while loop.time() < deadline and tracker.shows_what_was_typed() is False:
+            await asyncio.sleep(0.01)
         text = tracker.line()
         allowed = True
-        if not text.strip() and tracker.awaiting_echo:  # keys were typed but nothing shows: fail closed
+        if tracker.shows_what_was_typed() is False or (not text.strip() and tracker.awaiting_echo):
+            # keys were typed that the screen does not show: what would run is not what can be read: fail closed
             allowed = False
-            self.say("denied: the line typed is not shown on the screen (echo off?), so it cannot be checked")
+            reason = "the line typed is not all on the screen yet (echo off, or a completion still running)"
+            self.gate.refuse(ShellLine(text), f"denied: {reason}, so it cannot be checked; it was not run")
+            self.say(f"denied: {reason}, so it cannot be checked; it was not run")
         elif text.strip():
             verdict = await self.gate.check(ShellLine(text), self.say)
             allowed = verdict.allowed

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pyte
 
-from bastion.shell.keys import CLEAR_LINE, KeyScanner
+from bastion.shell.keys import CLEAR_LINE, PASTE_END, PASTE_START, KeyScanner
 from bastion.shell.screen import Screen, ScreenListener, cells
 
 __all__ = ["CLEAR_LINE", "ShellLineTracker", "unfinished"]
@@ -99,6 +99,8 @@ class ShellLineTracker:
         self._continuation_prompt = DEFAULT_CONTINUATION_PROMPT
         self._awaiting_echo = False
         self._held: str | None = None  # the current line as line() read it for the held Enter
+        self._typed_text = ""  # printable keys typed since the current line began, in order
+        self._typed_plain = True  # and nothing else was typed (no edits, moves, history): the screen must show them
 
     # Feeding.
     def output(self, data: bytes) -> None:
@@ -187,6 +189,15 @@ class ShellLineTracker:
         current = self._held = self._current_line()  # first: starting a line decides what it continues
         return "\n".join([*self._pending, current])
 
+    def shows_what_was_typed(self) -> bool | None:
+        """Whether the line on the screen holds every printable key typed on it, in order (completion may add
+        text between them): False means some keys are not echoed yet (a slow completion function, say), so the
+        screen is not yet the line that would run. None: keys that edit the line were typed, so no telling."""
+        if not self._typed_plain:
+            return None
+        shown = iter(self._current_line() if self._held is None else self._held)
+        return all(char in shown for char in self._typed_text if char != "\t")
+
     def submitted(self) -> None:
         """The Enter was let through to the target (after messages the bastion wrote meanwhile)."""
         if not self.gating:  # a program's input, not a command line
@@ -194,11 +205,13 @@ class ShellLineTracker:
             return
         current = self._current_line() if self._held is None else self._held
         self._submitted, self._held = [*self._pending, current], None
+        self._forget_typed()
         if not self._screen.bracketed_paste:
             self._anchor = None  # else readline switching it off tells that the Enter took the line
 
     def cleared(self) -> None:
         """`CLEAR_LINE` was sent instead of the Enter: the shell drops the whole command."""
+        self._forget_typed()
         self._held = None
         self._pending = []
         self._submitted = None
@@ -216,6 +229,18 @@ class ShellLineTracker:
         anchor = self._current_anchor() or self._capture(deferrable=True)
         if anchor is not None and REDRAW_KEYS.search(data):
             anchor.redraw = True
+        self._note_typed(data)
+
+    def _note_typed(self, data: bytes) -> None:
+        """Keep the printable keys typed on this line; any other key (an edit, a move) ends the check."""
+        text = data.replace(PASTE_START, b"").replace(PASTE_END, b"")
+        if any((byte < 0x20 and byte != 0x09) or byte == 0x7F for byte in text):
+            self._typed_plain = False
+            return
+        self._typed_text += text.decode("utf-8", "replace")
+
+    def _forget_typed(self) -> None:
+        self._typed_text, self._typed_plain = "", True
 
     def _current_anchor(self) -> _Anchor | None:
         anchor = self._anchor
@@ -287,6 +312,7 @@ class ShellLineTracker:
 
     def _start_line(self, prompt: str) -> None:
         """A new line starts: it continues the command let through last, or begins a new one."""
+        self._forget_typed()
         lines, self._submitted = self._submitted, None
         reading = self._screen.bracketed_paste or not self._screen.paste_seen
         if lines is not None and reading and self._continues(lines, prompt):
