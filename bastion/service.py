@@ -72,7 +72,6 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         store.flush()  # every seal is in the log before the last checkpoint signs it
         store.checkpoint(sealer.origin, sealer.private).result()
-        ctx.approvals.close()
         store.close()
 
 

@@ -58,7 +58,6 @@ def clock() -> Clock:
 def queue(store: Store, clock: Clock) -> Iterator[Approvals]:
     approvals = Approvals(store, ApprovalSettings(timeout="10m", approver_groups=("sre",)), clock=clock, grant_key=KEY)
     yield approvals
-    approvals.close()
 
 
 def approve_decision(
@@ -122,7 +121,6 @@ def test_no_approvers_anywhere_is_an_error(store: Store) -> None:
         ApprovalError, match="rule restart has no approvers and \\[approvals\\] approver_groups is empty"
     ):
         request(queue, approvers=())
-    queue.close()
 
 
 def test_n_approvals_from_different_people(queue: Approvals) -> None:
@@ -270,7 +268,6 @@ def test_wait_wakes_at_once_on_a_decision_in_this_process(store: Store, monkeypa
         return await asyncio.wait_for(waiting, 30)  # a hang guard: the poll would take an hour
 
     assert asyncio.run(scenario()).status == "approved"
-    queue.close()
 
 
 def test_wait_wakes_on_a_decision_in_another_process(store: Store) -> None:
@@ -288,7 +285,6 @@ approvals = Approvals(store)
 approvals.decide("bob", ("leads",), {created.id}, False, "not now")
 print("decided", flush=True)
 sys.stdin.read()  # stay up until the test is done: the waiter must not depend on this process closing the database
-approvals.close()
 store.close()
 """
 
@@ -328,7 +324,6 @@ def test_wait_returns_expired_when_nobody_decides(store: Store, clock: Clock) ->
     assert asyncio.run(scenario()).status == "expired"
     store.flush()
     assert [e["fields"]["id"] for e in store.audit_log("approval.expire")] == [created.id]
-    queue.close()
 
 
 def test_wait_returns_withdrawn(store: Store) -> None:
@@ -342,14 +337,12 @@ def test_wait_returns_withdrawn(store: Store) -> None:
         return await asyncio.wait_for(waiting, 2)
 
     assert asyncio.run(scenario()).status == "withdrawn"
-    queue.close()
 
 
 def test_create_async(store: Store) -> None:
     queue = Approvals(store, ApprovalSettings(approver_groups=("leads",)), grant_key=KEY)
     created = asyncio.run(queue.create_async(ALICE, RESTART, approve_decision()))
     assert queue.get(created.id) == created
-    queue.close()
 
 
 # Listing and the approvers' commands.
@@ -427,7 +420,6 @@ def seed(config: Path, count: int) -> None:
     queue = Approvals(store, settings.approvals, grant_key=KEY)  # type: ignore[attr-defined]
     for _ in range(count):
         queue.create(ALICE, RESTART, approve_decision(approvers=()))
-    queue.close()
     store.close()
 
 
@@ -513,7 +505,6 @@ def test_a_grant_key_is_a_keyed_hash_that_guesses_cannot_confirm(store: Store, t
     typed = Exec("mysql -u app -phunter2 -e 'select 1'")
     masked = Exec("mysql -u app -p[masked] -e 'select 1'")
     created = queue.create(ALICE, masked, approve_decision(), key=queue.key_of(typed))
-    queue.close()
     key_file = tmp_path / "grant.key"
     assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
     store.flush()
@@ -546,9 +537,7 @@ def test_approvers_commands_need_no_grant_key(store: Store, tmp_path: Path) -> N
     """Approvers may run `bastion approvals` as another Unix user: listing and deciding never read the key."""
     queue = Approvals(store, grant_key=KEY)
     created = request(queue)
-    queue.close()
     approver = Approvals(store)
     approver.list()
     approver.decide("bob", ("leads",), created.id, True)
-    approver.close()
     assert not (tmp_path / "grant.key").exists()

@@ -29,10 +29,7 @@ def _run(settings: config_mod.Settings, argv: list[str]) -> None:
     store = open_store(settings)
     try:
         queue = Approvals(store, settings.approvals)
-        try:
-            status, text = approvals_command(argv, operator_identity(), (), queue, operator=True)
-        finally:
-            queue.close()
+        status, text = approvals_command(argv, operator_identity(), (), queue, operator=True)
     finally:
         store.close()
     if status == 0:

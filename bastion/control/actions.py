@@ -57,9 +57,7 @@ class Shell:
 
 
 @dataclass(frozen=True)
-class Exec:
-    """An exec request's command line, before it reaches the target."""
-
+class _Command:
     command: str
 
     @functools.cached_property
@@ -69,15 +67,13 @@ class Exec:
 
 
 @dataclass(frozen=True)
-class ShellLine:
+class Exec(_Command):
+    """An exec request's command line, before it reaches the target."""
+
+
+@dataclass(frozen=True)
+class ShellLine(_Command):
     """A line typed in an interactive shell, as reconstructed at Enter."""
-
-    command: str
-
-    @functools.cached_property
-    def line(self) -> CommandLine:
-        """The command line parsed (once, however often policy and the gate ask)."""
-        return parse(self.command)
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,6 @@ class Approvals:
         self._waiters: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._waiters_lock = threading.Lock()
 
-    def close(self) -> None:
-        """Nothing to release: the store owns every connection (kept for callers that scope a queue)."""
-
     def key_of(self, action: Action) -> str:
         """The grant key of an action as typed (computed once per decision by the gate)."""
         if self._grant_key is None:

@@ -14,12 +14,12 @@ import re
 import shlex
 from dataclasses import dataclass
 
-__all__ = ["SHELLS", "CommandLine", "SimpleCommand", "parse"]
+__all__ = ["REDIRECT", "SHELLS", "CommandLine", "SimpleCommand", "parse"]
 
 _MAX_DEPTH = 16  # nested substitutions / sh -c scripts; deeper lines are split loosely
 _SEPARATORS = ";&|\n()"
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
-_REDIRECT_ALONE = re.compile(r"\d*(>>?|<<?<?|&>>?|>&|<&|>\||<>)")
+REDIRECT = re.compile(r"\d*(>>?|<<?<?|&>>?|>&|<&|>\||<>)")  # a redirection operator (group 1), at a word's start
 _REDIRECT_WITH_TARGET = re.compile(r"\d*(>>?|<<?<?|&>>?|>&|<&|>\||<>)\S")
 # Words that may precede a command without being one; their segment's command follows them.
 _RESERVED = frozenset({"!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "esac"})
@@ -137,7 +137,7 @@ def _simple(words: list[str]) -> SimpleCommand | None:
         word = words[index]
         if _ASSIGNMENT.match(word):
             prefix.append(word)
-        elif _REDIRECT_ALONE.fullmatch(word) or word == "function":
+        elif REDIRECT.fullmatch(word) or word == "function":
             index += 1  # and its target, or the function's name: `function f { rm -rf /; }`
         elif not (word in _RESERVED or _REDIRECT_WITH_TARGET.match(word)):
             break

@@ -16,7 +16,7 @@ import fnmatch
 import posixpath
 import re
 
-from bastion.control.command_line import SHELLS, CommandLine, SimpleCommand
+from bastion.control.command_line import REDIRECT, SHELLS, CommandLine, SimpleCommand
 
 __all__ = ["INTERPRETERS", "why_opaque"]
 
@@ -69,7 +69,6 @@ RISKY_VARIABLES = frozenset(
 _EXPANSION = re.compile(r"[$`*?]|\[.*\]|\{.*\}")
 _ASSIGNMENT = re.compile(r"(?:^|[\s;&|(])([A-Za-z_][A-Za-z0-9_]*)\+?=")
 _SCRIPT_FROM_A_STREAM = ("<(", ">(", "/dev/stdin", "/dev/fd/", "/proc/self/fd/", "/dev/tcp/", "/dev/udp/")
-_REDIRECT = re.compile(r"(\d*(?:<<<|<<-|<<|<>|<&|<|>>|>&|>\||>|&>>|&>))")
 _DECLARES = frozenset({"export", "declare", "typeset", "local", "readonly"})
 # Options whose value is the next word (so it is not taken for the script's name).
 _SHELL_VALUES = frozenset({"-o", "+o", "-O", "+O", "--rcfile", "--init-file"})
@@ -139,7 +138,7 @@ def _interpreter(name: str, words: tuple[str, ...], code_flags: frozenset[str], 
         grouped = cluster and word[0] == "-" and (short_flags or len(word) > 2) and bool(letters & set(word[1:]))
         if word in code_flags or grouped:
             return [f"{name} {word} runs code given on the command line"]
-        redirect = _REDIRECT.match(word)
+        redirect = REDIRECT.match(word)
         if redirect:
             if "<" in redirect.group(1) and not redirect.group(1).endswith(("<&", "<>")):
                 return [f"{name} runs code from a redirection ({word})"]

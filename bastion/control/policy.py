@@ -48,8 +48,7 @@ from bastion.control.actions import (
 )
 from bastion.control.command_line import CommandLine
 from bastion.control.config import OpaqueEffect, Rule
-from bastion.control.exec_match import ExecPattern
-from bastion.control.exec_match import matches as matches_table
+from bastion.control.exec_match import ExecPattern, matches
 from bastion.control.opaque import why_opaque
 from bastion.control.patterns import host_matcher, matcher, port_range
 from bastion.display import sanitize_for_display
@@ -99,7 +98,7 @@ class _CompiledRule:
         if line is not None:
             texts = [line.text.strip(), *(c for cmd in line.all_commands for c in cmd.candidates())]
             return any(m(text) for m in self.exec for text in texts) or any(
-                matches_table(table, cmd.words) for table in self.exec_tables for cmd in line.all_commands
+                matches(table, cmd.words) for table in self.exec_tables for cmd in line.all_commands
             )
         if isinstance(action, Forward):
             return any(low <= action.port <= high for low, high in self.ports)
@@ -117,18 +116,18 @@ class _CompiledRule:
         """Does an exec pattern allow this command (its texts; its words, for the structured patterns)?"""
         if any(m(text) for m in self.exec for text in command_candidates):
             return True
-        return bool(words) and any(matches_table(table, words) for table in self.exec_tables)
+        return bool(words) and any(matches(table, words) for table in self.exec_tables)
 
     def _mcp(self, action: McpTool) -> bool:
         if not (self.tools or self.arguments):
             return False
         if self.tools and not any(m(action.tool) for m in self.tools):
             return False
-        for name, matches in self.arguments.items():
+        for name, argument in self.arguments.items():
             if name not in action.arguments:
                 return False
             value = action.arguments[name]
-            if not matches(value if isinstance(value, str) else arguments_json(value)):
+            if not argument(value if isinstance(value, str) else arguments_json(value)):
                 return False
         return True
 

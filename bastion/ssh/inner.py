@@ -26,7 +26,7 @@ from bastion.identity.ca import Identity
 from bastion.logs import log
 from bastion.ssh import upstream
 from bastion.ssh.context import BastionContext, server_options
-from bastion.ssh.limits import ChannelCount
+from bastion.ssh.limits import ChannelCount, once
 from bastion.ssh.session import SessionBridge
 
 TARGET_SELF = ("localhost", "127.0.0.1", "::1")  # how a forward names the target itself
@@ -72,13 +72,11 @@ class _CountedForwarder(SSHForwarder):
 
     def __init__(self, peer: SSHForwarder, closed: Callable[[], None]) -> None:
         super().__init__(peer)
-        self._on_close: Callable[[], None] | None = closed
+        self._closed = once(closed)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        closed, self._on_close = self._on_close, None
-        if closed is not None:
-            closed()
+        self._closed()
 
 
 async def _unless_closed(check: Awaitable[T], writer: asyncssh.SSHWriter[bytes]) -> T | None:
@@ -111,7 +109,7 @@ class InnerServer(asyncssh.SSHServer):
     ) -> None:
         self.ctx = ctx
         self.channels = ChannelCount(ctx.settings.server.max_channels_per_connection)
-        self._closed = closed  # the outer connection's count of this hop
+        self._closed = once(closed)  # the outer connection's count of this hop
         self.identity = identity
         self.host = host
         self.source = source
@@ -323,9 +321,7 @@ class InnerServer(asyncssh.SSHServer):
         self._lost = True
         if self.upstream is not None:
             self.upstream.close()
-        if self._closed is not None:
-            self._closed()
-            self._closed = None
+        self._closed()
 
 
 def refuse_listener(ctx: BastionContext, user: str, connection_id: str, where: str, kind: str = "remote") -> bool:

@@ -19,6 +19,7 @@ from bastion.identity.oauth import (
     LoginFailed,
 )
 from bastion.ssh.context import BastionContext
+from bastion.ssh.limits import once
 from bastion.ssh.login_flow import ISSUE_COMMAND, MAX_KEY_BYTES, TOKEN_USER, LoginFlow, refuse_if_revoked
 
 
@@ -28,7 +29,7 @@ class IssuanceSession(asyncssh.SSHServerSession[bytes]):
     def __init__(self, ctx: BastionContext, flow: LoginFlow, closed: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
         self.flow = flow
-        self._closed = closed  # the connection's channel count
+        self._closed = once(closed)  # the connection's channel count
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.command = ""
         self.stdin = bytearray()
@@ -40,9 +41,7 @@ class IssuanceSession(asyncssh.SSHServerSession[bytes]):
         self.chan = chan
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._closed is not None:
-            self._closed()
-            self._closed = None
+        self._closed()
 
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any) -> bool:
         self.pty = True

@@ -3,6 +3,8 @@ sessions per user. Nothing the bastion allocates grows with a number the client 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # A terminal larger than this is clamped to it (the target and the shell-line screen get the clamped size).
 # The screen model costs memory and time per cell drawn: a full 512 x 256 screen is about 23 MB and 0.2 s
 # of pyte, 300 x 100 about 4 MB (measured on the 2-core test machine); a 4K display with an 8-pixel font
@@ -32,3 +34,14 @@ class ChannelCount:
 
     def give_back(self) -> None:
         self.open = max(0, self.open - 1)
+
+
+def once(callback: Callable[[], None] | None) -> Callable[[], None]:
+    """`callback`, to be told when a channel is gone; however often that is reported, it runs once."""
+    pending = [callback] if callback is not None else []
+
+    def run() -> None:
+        while pending:
+            pending.pop()()
+
+    return run

@@ -26,7 +26,7 @@ from bastion.logs import log
 from bastion.ssh.context import BastionContext, new_connection_id, server_options
 from bastion.ssh.inner import inner_connection, refuse_listener
 from bastion.ssh.issuance_session import IssuanceSession
-from bastion.ssh.limits import ChannelCount
+from bastion.ssh.limits import ChannelCount, once
 from bastion.ssh.login_flow import LoginFlow, is_issuance_user
 
 APPROVER_COMMANDS = ("approvals", "approve", "deny")
@@ -276,15 +276,13 @@ class BastionShell(asyncssh.SSHServerSession[bytes]):
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.command = ""
         self.task: asyncio.Future[None] | None = None
-        self._closed = closed
+        self._closed = once(closed)
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
         self.chan = chan
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._closed is not None:
-            self._closed()
-            self._closed = None
+        self._closed()
 
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any) -> bool:
         return True

@@ -24,7 +24,7 @@ from bastion.masking.output import MaskedOutput
 from bastion.masking.values import mask_env
 from bastion.shell.gating import PipedLines, ShellLines, runs_a_shell
 from bastion.shell.tracker import ShellLineTracker
-from bastion.ssh.limits import terminal_size
+from bastion.ssh.limits import once, terminal_size
 from bastion.ssh.sftp import FileOperation, SftpInspector, Transfer
 
 SUBSYSTEMS = ("sftp",)
@@ -96,7 +96,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     ) -> None:
         self.gate = gate
         self._audit = audit or (lambda type_, **fields: log(type_, **fields))
-        self._closed = closed  # told once, when the channel is gone (the connection's channel count)
+        self._closed = once(closed)  # the connection's channel count, told when the channel is gone
         self.masking = masking
         self.masked: MaskedOutput | None = None  # set when the session starts (not for file transfers by default)
         self.upstream = upstream
@@ -355,9 +355,7 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client_gone = True
-        if self._closed is not None:
-            self._closed()
-            self._closed = None
+        self._closed()
         if self.lines is not None:
             self.lines.close()  # a line waiting for approval: the request is withdrawn
         if self.piped is not None:
