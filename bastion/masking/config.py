@@ -1,4 +1,4 @@
-"""The `[masking]` table: built-in packs, an operator's own patterns, and the release delay; one-line errors."""
+"""The `[masking]` table: built-in packs, an operator's own patterns, the client's release delays; one-line errors."""
 
 from __future__ import annotations
 
@@ -63,7 +63,24 @@ class MaskingSettings(Section):
     packs: tuple[str, ...] = ("secrets", "pii")
     patterns: tuple[MaskPattern, ...] = ()
     transfers: bool = False  # mask sftp/scp file contents too (off: files are often binary)
-    idle_release: Duration = 0.02  # held bytes are released after output has been idle this long
+    # the client's early release of held bytes (the recording waits until they are decided): bytes that
+    # start no strong prefix are shown once output has been quiet this long (unset: at once) ...
+    idle_release: Duration | None = None
+    strong_hold: Duration = 1.0  # ... and a strong prefix (`-----BEGIN`, `AKIA`, `password=`) at most this long
+
+    @field_validator("idle_release")
+    @classmethod
+    def _idle_release(cls, value: float | None) -> float | None:
+        if value is not None and value > 1.0:
+            raise ValueError(f"expected at most 1s (typed echo waits this long), got {value:g}s")
+        return value
+
+    @field_validator("strong_hold")
+    @classmethod
+    def _strong_hold(cls, value: float) -> float:
+        if value > 10.0:
+            raise ValueError(f"expected at most 10s (output that starts a secret waits this long), got {value:g}s")
+        return value
 
     @field_validator("packs")
     @classmethod

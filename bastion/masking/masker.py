@@ -6,8 +6,11 @@ start of a secret. Masking a whole buffer and feeding it in any pieces give the 
 
     masker = Masker.from_settings(settings.masking)
     stdout = masker.stream()
-    client.write(stdout.feed(chunk))      # on every chunk
-    client.write(stdout.flush())          # when idle for `idle_release`, and at EOF
+    recording.write(stdout.feed(chunk))   # on every chunk: what is decided
+    recording.write(stdout.flush())       # at EOF: everything, masked as if the output ended there
+
+A session uses `release()` and `release_all()` instead, which also say what the client sees, and
+`show_early()` for the client (output.py decides when).
 
 See docs/design/0006-masking.md for the replacement format, the delays and what is caught.
 """
@@ -15,19 +18,21 @@ See docs/design/0006-masking.md for the replacement format, the delays and what 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from bastion.masking.packs import BLOCK_STEP, PACKS, Detector
-from bastion.masking.scan import Prefilter, Scan, best_prefilter
+from bastion.masking.hold import strong_prefix_ends_after
+from bastion.masking.packs import BLOCK_STEP, PACKS, Detector, label
+from bastion.masking.scan import Prefilter, Scan, ScanResult, best_prefilter
 from bastion.masking.terminal import LONGEST_SEQUENCE, Replacement, TerminalView
 
 if TYPE_CHECKING:
     from bastion.masking.config import MaskingSettings
 
-__all__ = ["PACKS", "Masker", "MaskingStream"]
+__all__ = ["PACKS", "Masker", "MaskingStream", "Released"]
 
 STEP = 64 * 1024  # larger pieces are masked in steps of this size (measured fastest: bench/masking)
-HELD_LIMIT = 262144  # held bytes past this are released at once (only escape sequences can pile up so)
+HELD_LIMIT = 262144  # held bytes past this are masked whole at once (only escape sequences can pile up so)
+OVERFLOW = label("overflow")
 
 
 class Masker:
@@ -67,53 +72,118 @@ class Masker:
         return MaskingStream(self)
 
 
+class Released(NamedTuple):
+    """What one step lets out: for the recording, and for the client (who may have seen some of it early)."""
+
+    recorded: bytes
+    shown: bytes
+
+
+NOTHING = Released(b"", b"")
+
+
 class MaskingStream:
-    """One output stream (the stdout or the stderr of one channel): feed chunks, flush when idle."""
+    """One output stream (the stdout or the stderr of one channel): feed chunks, flush at the end.
+
+    The recording gets only what is decided: held bytes leave when later output decides them, or at
+    `flush()` (EOF), never because of a pause, so no timing of a secret's pieces lets one through. The
+    client may be shown held bytes early (`show_early`, masked as if the output ended there); what it
+    was shown is not shown again, and a secret that later output completes is masked from there on.
+    """
 
     def __init__(self, masker: Masker) -> None:
         self._masker = masker
-        self._held = b""  # raw bytes not released yet
+        self._held = b""  # raw bytes not released to the recording yet
+        self._shown = 0  # ... of which the client has been shown this many, early
+        self._shown_masked = False  # ... and what it was shown of them ended inside a replacement
         self._context = b""  # visible text just before them, for lookbehinds
         self._in_block = False  # inside a private key block
         self.counts: dict[str, int] = {}  # maskings by detector name so far (never the secret itself)
 
     @property
     def held(self) -> int:
-        """Bytes currently held back."""
+        """Bytes currently held back from the recording."""
         return len(self._held)
 
-    def feed(self, data: bytes) -> bytes:
-        """Masked bytes that are safe to release now (possibly b"")."""
-        if not data:
-            return b""
-        # in steps that stay in the CPU's cache: what is released and held is the same as in one step
-        out = b"".join([self._step(data[at : at + STEP]) for at in range(0, len(data), STEP)])
-        if len(self._held) > HELD_LIMIT:  # a possible secret padded with escape sequences: give up holding
-            out += self.flush()
-        return out
+    @property
+    def unshown(self) -> int:
+        """Held bytes the client has not been shown either."""
+        return len(self._held) - self._shown
 
-    def _step(self, data: bytes) -> bytes:
-        return self._release(self._held + data if self._held else data, final=False)
+    def strong(self) -> bool:
+        """Whether what the client has not been shown completes a strong prefix (see `hold`)."""
+        return strong_prefix_ends_after(self._held, self._shown)
+
+    def feed(self, data: bytes) -> bytes:
+        """Masked bytes that are safe to record now (possibly b"")."""
+        return self.release(data).recorded
 
     def flush(self) -> bytes:
-        """Everything held, masked as if the output ended here (on idle and at EOF)."""
+        """Everything held, masked as if the output ended here (at EOF and at the end of the session)."""
+        return self.release_all().recorded
+
+    def release(self, data: bytes) -> Released:
+        """What `data` lets out, for the recording and for the client (possibly nothing)."""
+        if not data:
+            return NOTHING
+        # in steps that stay in the CPU's cache: what is released and held is the same as in one step
+        steps = [self._step(data[at : at + STEP]) for at in range(0, len(data), STEP)]
+        if len(self._held) > HELD_LIMIT:  # a possible secret padded with escape sequences: mask it all
+            steps.append(self._release(self._held, final=True, overflow=True))
+        if len(steps) == 1:
+            return steps[0]
+        return Released(b"".join(step.recorded for step in steps), b"".join(step.shown for step in steps))
+
+    def _step(self, data: bytes) -> Released:
+        return self._release(self._held + data if self._held else data, final=False)
+
+    def release_all(self) -> Released:
+        """Everything held, masked as if the output ended here, for the recording and the client."""
         if not self._held:
-            return b""
+            return NOTHING
         return self._release(self._held, final=True)
 
-    def _release(self, raw: bytes, final: bool) -> bytes:
+    def show_early(self) -> bytes:
+        """For the client only: the held bytes it has not been shown, masked as if the output ended here.
+        The recording still holds them, and masks them with whatever comes next."""
+        if self._shown >= len(self._held):
+            return b""
+        view, replacements, _, _ = self._scan(self._held, final=True)
+        end = len(view.text)
+        shown = view.render(replacements, end, self._shown, self._shown_masked)
+        self._shown = len(self._held)
+        self._shown_masked = bool(replacements) and replacements[-1].end == end and bool(replacements[-1].text)
+        return shown
+
+    def _scan(self, raw: bytes, final: bool) -> tuple[TerminalView, list[Replacement], ScanResult, bytes]:
         masker = self._masker
         view = TerminalView(raw, final)
         start = len(self._context)
         text = self._context + view.text
-        scan = Scan(masker.detectors, masker.prefilter, text, start, final)
-        result = scan.run(self._in_block)
-        for name in result.masked:
-            self.counts[name] = self.counts.get(name, 0) + 1
-        release = result.release - start
+        result = Scan(masker.detectors, masker.prefilter, text, start, final).run(self._in_block)
         replacements = [Replacement(r.start - start, r.end - start, r.text) for r in result.replacements]
-        out = view.render(replacements, release)
-        self._held = raw[view.release_offset(release) :]
-        self._context = text[max(0, result.release - masker.context) : result.release]
-        self._in_block = result.in_block
-        return out
+        return view, replacements, result, text
+
+    def _release(self, raw: bytes, final: bool, overflow: bool = False) -> Released:
+        if overflow:  # everything visible that is held becomes one replacement; the escape sequences stay
+            view = TerminalView(raw, final)
+            release = len(view.text)
+            replacements = [Replacement(0, release, OVERFLOW)] if release else []
+            masked = ["overflow"] if release else []
+            context, in_block = b"", self._in_block
+        else:
+            view, replacements, result, text = self._scan(raw, final)
+            release = result.release - len(self._context)
+            masked = result.masked
+            context = text[max(0, result.release - self._masker.context) : result.release]
+            in_block = result.in_block
+        for name in masked:
+            self.counts[name] = self.counts.get(name, 0) + 1
+        recorded = view.render(replacements, release)
+        shown = view.render(replacements, release, self._shown, self._shown_masked) if self._shown else recorded
+        consumed = view.release_offset(release)
+        self._held = raw[consumed:]
+        self._shown = max(0, self._shown - consumed)
+        self._shown_masked = self._shown_masked and self._shown > 0
+        self._context, self._in_block = context, in_block
+        return Released(recorded, shown)

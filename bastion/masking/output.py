@@ -1,11 +1,18 @@
-"""A session's output through the masker: stdout and stderr each one stream, held bytes released when idle.
+"""A session's output through the masker: stdout and stderr each one stream, on two paths.
 
-The masker holds back only bytes that could still be the start of a secret. They are released as soon
-as later output decides them, or once the output has been quiet for `idle_release` (20 ms). Output that
-keeps coming does not release them early: a flush in the middle of a stream would show the start of a
-secret that the next packet completes. Only a byte that stays held for `MOST_HELD` (a second) while
-output never pauses (a secret-like run trickling out slowly) is released then; most packets end in a
-few held bytes, but those are new ones each time, and their clock starts afresh.
+**The recording is complete.** It gets only what the masker has decided: held bytes (those that could
+still start a secret) leave when later output decides them, or at EOF, never because of a pause. So
+the recording never holds a secret that the masker recognises in the stream as a whole, whatever the
+timing of its pieces.
+
+**The client is fast.** Held bytes are shown to it early, masked as if the output ended there
+(`MaskingStream.show_early`): at once, at the end of the event loop's turn (or after `idle_release` of
+quiet, if set), unless they complete a strong prefix (`hold.py`: `-----BEGIN`, `AKIA`, `eyJ`,
+`password=`, ...), which waits until later output decides it, up to `strong_hold` (1 s) after it was
+first held. What the client was shown is not shown again; if later output completes a secret it started,
+the client sees the rest as the replacement. So typed echo is not delayed, and a secret shown in the
+normal course of work reaches the client masked even when its strong prefix comes a second before
+the rest; a user who slices output on purpose can defeat the client path, never the recording.
 
 Pieces that arrive in one turn of the event loop are masked together, at the end of that turn: one
 socket read holds several SSH packets, and the masker's cost is mostly per call, not per byte. Nothing
@@ -19,10 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from bastion.masking.masker import Masker
+from bastion.masking.masker import Masker, Released
 
 Emit = Callable[[bytes, bool], None]  # (masked bytes, is stderr)
-MOST_HELD = 1.0  # seconds a byte may be held while output keeps coming without a pause
+STRONG_HOLD = 1.0  # seconds the client may wait for a strong prefix to be decided
+_EARLY = 0.001  # a timer may fire up to the clock's resolution early
 
 
 class Timer(Protocol):
@@ -42,21 +50,29 @@ class Scheduler(Protocol):
 
 
 class MaskedOutput:
-    """Masks one session's stdout and stderr for the client and the recording; `emit` gets what is released."""
+    """Masks one session's stdout and stderr: `record` gets what is decided, `show` what the client sees."""
 
     def __init__(
-        self, masker: Masker, idle_release: float, emit: Emit, scheduler: Scheduler, most_held: float = MOST_HELD
+        self,
+        masker: Masker,
+        scheduler: Scheduler,
+        show: Emit,
+        record: Emit,
+        idle_release: float = 0.0,
+        strong_hold: float = STRONG_HOLD,
     ) -> None:
         self._scheduler = scheduler
         self._streams = (masker.stream(), masker.stream())  # stdout, stderr
+        self._show = show
+        self._record = record
         self._idle_release = idle_release
-        self._most_held = most_held
+        self._strong_hold = strong_hold
         self._last_output = 0.0  # loop time of the last output masked
         self._fed = [0, 0]  # bytes fed to each stream so far
-        self._oldest = [0, 0]  # offset in each stream of its oldest held byte ...
-        self._held_at: list[float | None] = [None, None]  # ... and since when it has been held
-        self._emit = emit
+        self._oldest = [0, 0]  # offset in each stream of its oldest byte the client has not been shown ...
+        self._waiting_since: list[float | None] = [None, None]  # ... and since when it has waited
         self._timer: Timer | None = None
+        self._due = 0.0  # when the timer fires
         self._pending: list[tuple[bytes, bool]] = []  # pieces of this turn of the loop, in order
 
     def feed(self, data: bytes, stderr: bool) -> None:
@@ -70,16 +86,12 @@ class MaskedOutput:
         then()
 
     def flush(self) -> None:
-        """Release everything held (idle timeout, EOF, end of session)."""
+        """Release everything held, to both paths (EOF, end of session)."""
         self.drain()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._held_at = [None, None]
+        self._cancel_timer()
+        self._waiting_since = [None, None]
         for stderr, stream in enumerate(self._streams):
-            released = stream.flush()
-            if released:
-                self._emit(released, bool(stderr))
+            self._emit(stream.release_all(), bool(stderr))
 
     def drain(self) -> None:
         """Mask and send what this turn brought so far: at the end of the turn, and before a line of the
@@ -94,34 +106,54 @@ class MaskedOutput:
             data = pending[start][0] if end == start + 1 else b"".join(data for data, _ in pending[start:end])
             start = end
             self._fed[stderr] += len(data)
-            released = self._streams[stderr].feed(data)
-            if released:
-                self._emit(released, stderr)
-        if not pending:
-            return
-        now = self._last_output = self._scheduler.time()
-        for index, stream in enumerate(self._streams):
-            oldest = self._fed[index] - stream.held  # what is held is always the end of what was fed
-            if not stream.held:
-                self._held_at[index] = None
-            elif self._held_at[index] is None or oldest != self._oldest[index]:
-                self._oldest[index], self._held_at[index] = oldest, now
-        if self._held_at == [None, None]:
-            return
-        if self._timer is None:
-            self._timer = self._scheduler.call_later(self._idle_release, self._when_idle)
+            self._emit(self._streams[stderr].release(data), stderr)
+        if pending:
+            self._last_output = self._scheduler.time()
+            self._show_due()
 
-    def _when_idle(self) -> None:
-        """Flush once output has been quiet for `idle_release`, or something has been held too long."""
+    def _emit(self, released: Released, stderr: bool) -> None:
+        if released.recorded:
+            self._record(released.recorded, stderr)
+        if released.shown:
+            self._show(released.shown, stderr)
+
+    def _show_due(self) -> None:
+        """Shows the client the held bytes whose wait is over; sets the timer for the others."""
+        now = self._scheduler.time()
+        due: float | None = None
+        for index, stream in enumerate(self._streams):
+            if not stream.unshown:
+                self._waiting_since[index] = None
+                continue
+            oldest = self._fed[index] - stream.unshown  # what waits is always the end of what was fed
+            waiting_since = self._waiting_since[index]
+            if waiting_since is None or oldest != self._oldest[index]:
+                self._oldest[index], self._waiting_since[index] = oldest, now
+                waiting_since = now
+            strong = stream.strong()
+            when = waiting_since + self._strong_hold if strong else self._last_output + self._idle_release
+            if when - now <= _EARLY:
+                self._waiting_since[index] = None
+                shown = stream.show_early()
+                if shown:
+                    self._show(shown, bool(index))
+            else:
+                due = when if due is None else min(due, when)
+        if due is None:
+            self._cancel_timer()
+        elif self._timer is None or due < self._due:
+            self._cancel_timer()
+            self._due = due
+            self._timer = self._scheduler.call_at(due, self._when_due)
+
+    def _when_due(self) -> None:
         self._timer = None
-        held_since = min((when for when in self._held_at if when is not None), default=None)
-        if held_since is None:
-            return
-        due = min(self._last_output + self._idle_release, held_since + self._most_held)
-        if due - self._scheduler.time() > 0.001:  # (a timer may fire up to the clock's resolution early)
-            self._timer = self._scheduler.call_at(due, self._when_idle)
-        else:
-            self.flush()
+        self._show_due()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def counts(self) -> dict[str, int]:
         """Maskings of each kind so far, stdout and stderr together (asked once, when the session ends)."""

@@ -117,15 +117,27 @@ class TerminalView:
         """Raw offset where text ending at `position` ends, before the sequences right after it."""
         return position + self._hidden_before[bisect.bisect_left(self._keys, 2 * position)]
 
-    def render(self, replacements: list[Replacement], release: int) -> bytes:
-        """Raw bytes up to text position `release` with the replacements applied."""
+    def render(self, replacements: list[Replacement], release: int, skip: int = 0, continued: bool = False) -> bytes:
+        """Raw bytes up to text position `release` with the replacements applied.
+
+        From raw offset `skip` on (the client was shown the bytes before it early): a replacement that
+        starts before `skip` and ends after it gives its text too, unless `continued` says that what the
+        client was shown already ended in a replacement; the escape sequences inside it after `skip` follow.
+        """
         out: list[bytes] = []
-        done = 0
+        done = skip
         for replacement in replacements:
             start, end = self.raw_start(replacement.start), self.raw_end(replacement.end)
-            out.append(self.raw[done:start])
-            out.append(replacement.text)
-            out.extend(self._sequences_within(start, end))
+            if end <= skip:
+                continue
+            if start < skip:
+                if not continued:
+                    out.append(replacement.text)
+                out.extend(self._sequences_within(skip, end))
+            else:
+                out.append(self.raw[done:start])
+                out.append(replacement.text)
+                out.extend(self._sequences_within(start, end))
             done = end
         out.append(self.raw[done : self.release_offset(release)])
         return b"".join(out)

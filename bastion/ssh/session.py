@@ -208,7 +208,14 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         if self.masking is not None:
             masker, settings = self.masking
             if settings.transfers or not self.transfer:
-                self.masked = MaskedOutput(masker, settings.idle_release, self._emit, asyncio.get_running_loop())
+                self.masked = MaskedOutput(
+                    masker,
+                    asyncio.get_running_loop(),
+                    show=self._show,
+                    record=self._record,
+                    idle_release=settings.idle_release or 0.0,
+                    strong_hold=settings.strong_hold,
+                )
                 self.recording.count_maskings = self.masked.counts  # summed once, when the recording closes
         requested = self.client.get_environment()
         env = {k: v for k, v in requested.items() if self.env_accepted(k)}
@@ -355,6 +362,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client_gone = True
+        if self.masked is not None:
+            self.masked.flush()  # what the client may have been shown early is recorded, masked
         self._closed()
         if self.lines is not None:
             self.lines.close()  # a line waiting for approval: the request is withdrawn
@@ -376,19 +385,29 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         if self.lines is not None:
             self.lines.output(data)  # shell lines are decided on what the shell has, not on the masked view
         if self.masked is not None:
-            self.masked.feed(data, stderr)  # -> _emit, now or when the masker releases what it holds
+            self.masked.feed(data, stderr)  # -> _show and _record, now or when the masker releases what it holds
         else:
             self._emit(data, stderr)
 
     def _emit(self, data: bytes, stderr: bool) -> None:
-        """Output as the user may see it (masked): to the recording and the client. (The shell-line tracker
-        has already seen it raw, in from_target.)"""
-        if self.client_gone or self.client is None or self.client.is_closing() or self.recording.closed:
+        """Output as the user may see it, unmasked (masking off): to the recording and the client."""
+        self._record(data, stderr)
+        self._show(data, stderr)
+
+    def _record(self, data: bytes, stderr: bool) -> None:
+        """Output for the recording: masked, and only once the masker has decided it. (The shell-line
+        tracker has already seen it raw, in from_target.)"""
+        if self.recording.closed:
             return
         if self.transfer:
             self.recording.bytes_out += len(data)  # file contents are counted, not recorded
         else:
             self.recording.output(data, stderr)
+
+    def _show(self, data: bytes, stderr: bool) -> None:
+        """Output for the client: masked, and possibly shown before the recording has it (see MaskedOutput)."""
+        if self.client_gone or self.client is None or self.client.is_closing() or self.recording.closed:
+            return
         if stderr:
             self.client.write_stderr(data)
         else:
