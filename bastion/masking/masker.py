@@ -180,7 +180,12 @@ class MaskingStream:
         for name in masked:
             self.counts[name] = self.counts.get(name, 0) + 1
         recorded = view.render(replacements, release)
-        shown = view.render(replacements, release, self._shown, self._shown_masked) if self._shown else recorded
+        if not self._shown:
+            shown = recorded
+        elif not replacements or view.raw_start(replacements[0].start) >= self._shown:
+            shown = recorded[self._shown :]  # the bytes the client was shown come first, as they were
+        else:
+            shown = view.render(replacements, release, self._shown, self._shown_masked)
         consumed = view.release_offset(release)
         self._held = raw[consumed:]
         self._shown = max(0, self._shown - consumed)
