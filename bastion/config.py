@@ -36,6 +36,7 @@ from bastion.control.config import ApprovalSettings, PolicySettings, Rule, check
 from bastion.control.exec_match import ExecPattern
 from bastion.identity.config import IdentitySettings
 from bastion.masking.config import MaskingSettings
+from bastion.mcp.config import McpServer, McpSettings
 
 __all__ = ["LOGIN_NAME", "ConfigError", "Settings", "load", "parse_address", "parse_duration"]
 
@@ -120,6 +121,7 @@ class HostSettings(Section):
     credential: str = "ca"
     port: int = Field(default=22, ge=1, le=65535)  # the port users name: ssh -J bastion host
     labels: dict[str, str] = Field(default_factory=dict)
+    mcp: tuple[McpServer, ...] = ()  # the MCP servers this host runs ([[hosts.mcp]])
 
     @field_validator("name")
     @classmethod
@@ -170,7 +172,17 @@ class HostSettings(Section):
     def _one_key_source(self) -> HostSettings:
         if (self.host_key is None) == (self.known_hosts is None):
             raise ValueError("expected exactly one of host_key or known_hosts: the target's key is always verified")
+        names = [server.name for server in self.mcp]
+        for server in self.mcp:
+            if names.count(server.name) > 1:
+                raise ValueError(f"mcp: expected unique server names; {server.name!r} is declared twice")
+            if server.login is not None and server.login not in self.logins:
+                raise ValueError(f"mcp: server {server.name!r} has login {server.login!r}, not one of {self.logins}")
         return self
+
+    def mcp_stdio(self, command: str) -> McpServer | None:
+        """The declared stdio MCP server this exec command runs, if any."""
+        return next((server for server in self.mcp if server.runs(command)), None)
 
     @property
     def key_path(self) -> Path | None:
@@ -189,6 +201,7 @@ class Settings(Section):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     rules: tuple[Rule, ...] = ()
     masking: MaskingSettings = Field(default_factory=MaskingSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
     hosts: tuple[HostSettings, ...] = ()
 
     @field_validator("hosts")

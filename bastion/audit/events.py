@@ -25,6 +25,7 @@ EXIT = "exit"  # {"status": 3} or {"signal": "TERM", "core_dumped": false, "mess
 DECISION = "decision"  # {"action": "exec", "text": "rm -rf /", "effect": "deny", "rule": "no-rm", ...}
 APPROVAL = "approval"  # {"request": 3, "status": "approved", "by": ["bob"]}
 MARKER = "marker"  # {"text": "..."}: anything worth a note in the recording
+MCP = "mcp"  # {"dir": "client"|"server", "server", "method", "id", "tool", "params"|"result"|"error" (masked), ...}
 
 BYTE_TYPES = frozenset({STDOUT, STDERR})
 

@@ -40,6 +40,7 @@ class SessionRecording:
         self.closed = False
         # secrets and personal data masked in this session, by type: asked once, when the recording closes
         self.count_maskings: Callable[[], dict[str, int]] = dict
+        self.closing_extra: list[Callable[[], dict[str, Any]]] = []  # more of the session's `extra`, asked at close
         store.put_session(info)
         store.log(
             "session.start",
@@ -135,8 +136,11 @@ class SessionRecording:
             "status": "closed",
         }
         maskings = self.count_maskings()
+        extra = {key: value for notes in self.closing_extra for key, value in notes().items()}
         if maskings:
-            fields["extra"] = {**self.info.extra, "maskings": dict(sorted(maskings.items()))}
+            extra["maskings"] = dict(sorted(maskings.items()))
+        if extra:
+            fields["extra"] = {**self.info.extra, **extra}
         self.info = dataclasses.replace(self.info, **fields)
         self.store.update_session(self.info.id, **fields)
         info, count, store, sealer = self.info, self.seq, self.store, self.sealer

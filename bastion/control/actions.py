@@ -20,6 +20,7 @@ __all__ = [
     "Effect",
     "Exec",
     "Forward",
+    "McpMethod",
     "McpTool",
     "Shell",
     "ShellLine",
@@ -85,17 +86,27 @@ class Forward:
 
 @dataclass(frozen=True)
 class McpTool:
-    """An MCP `tools/call`: the tool's name and its arguments."""
+    """An MCP `tools/call`: the tool's name and its arguments, on a declared server ("": any)."""
 
     tool: str
     arguments: Mapping[str, Any]
+    server: str = ""
 
 
-Action = Connect | Shell | Exec | ShellLine | Forward | McpTool
+@dataclass(frozen=True)
+class McpMethod:
+    """Any other MCP message to a declared server: initialize, discovery, tools/list, resources, prompts,
+    notifications, responses to the server's own requests."""
+
+    server: str
+    method: str
+
+
+Action = Connect | Shell | Exec | ShellLine | Forward | McpTool | McpMethod
 
 
 def action_kind(action: Action) -> str:
-    """connect, shell, exec, shell_line, forward or mcp_tool."""
+    """connect, shell, exec, shell_line, forward, mcp_tool or mcp_method."""
     return {
         Connect: "connect",
         Shell: "shell",
@@ -103,6 +114,7 @@ def action_kind(action: Action) -> str:
         ShellLine: "shell_line",
         Forward: "forward",
         McpTool: "mcp_tool",
+        McpMethod: "mcp_method",
     }[type(action)]
 
 
@@ -113,7 +125,10 @@ def action_text(action: Action) -> str:
     if isinstance(action, Forward):
         return f"port {action.port}"
     if isinstance(action, McpTool):
-        return f"{action.tool} {arguments_json(action.arguments)}"
+        server = f"{action.server}: " if action.server else ""
+        return f"{server}{action.tool} {arguments_json(action.arguments)}"
+    if isinstance(action, McpMethod):
+        return f"{action.server}: {action.method}"
     return action_kind(action)
 
 
@@ -122,7 +137,7 @@ def action_key(action: Action) -> str:
     if isinstance(action, Exec | ShellLine):
         return "command:" + action.command.strip()
     if isinstance(action, McpTool):
-        return f"mcp:{action.tool}:{arguments_json(action.arguments)}"
+        return f"mcp:{action.server}:{action.tool}:{arguments_json(action.arguments)}"
     return f"{action_kind(action)}:{action_text(action)}"
 
 

@@ -29,7 +29,7 @@ def _exec_kind(value: Any) -> str:
 ExecEntry = Annotated[Annotated[str, Tag("text")] | Annotated[ExecPattern, Tag("table")], Discriminator(_exec_kind)]
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
-WHAT_KEYS = ("shell", "exec", "forward", "mcp_tools", "mcp_arguments")
+WHAT_KEYS = ("shell", "exec", "forward", "mcp_servers", "mcp_tools", "mcp_arguments")
 
 
 class Rule(Section):
@@ -44,7 +44,9 @@ class Rule(Section):
     shell: bool | None = None
     exec: tuple[ExecEntry, ...] = ()  # command patterns (text), or structured: { program, options, args }
     forward: tuple[int | str, ...] = ()
+    mcp_servers: tuple[str, ...] = ()  # declared MCP servers ([[hosts.mcp]] name): globs or re:
     mcp_tools: tuple[str, ...] = ()
+    # an argument name, or a JSON pointer such as "/options/path", to a glob or re: on its value; all must match
     mcp_arguments: dict[str, str] = Field(default_factory=dict)
     approvers: tuple[str, ...] = ()
     approvals: int = 1
@@ -65,7 +67,7 @@ class Rule(Section):
             raise ValueError('expected at least one entry, or "*" for any (or leave the key out)')
         return validate_patterns(value, "name")
 
-    @field_validator("groups", "approvers", "mcp_tools")
+    @field_validator("groups", "approvers", "mcp_servers", "mcp_tools")
     @classmethod
     def _globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return validate_patterns(value, "name")
@@ -79,6 +81,9 @@ class Rule(Section):
     @field_validator("mcp_arguments")
     @classmethod
     def _arguments(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not name:
+                raise ValueError('expected an argument name or a JSON pointer such as "/options/path", got ""')
         validate_patterns(tuple(value.values()), "argument")
         return value
 

@@ -95,20 +95,26 @@ class Gate:
                 shown += f"  [contains masked text; runs: {masker.mask_text(', '.join(programs)) or 'nothing'}]"
             return type(action)(shown)
         if isinstance(action, McpTool):
-            return McpTool(action.tool, mask_json(masker, dict(action.arguments)))
+            return McpTool(action.tool, mask_json(masker, dict(action.arguments)), action.server)
         return action
+
+    def settle(self, action: Action) -> Verdict | None:
+        """Policy alone, recorded, when it allows or denies; None when the action must wait for `check`."""
+        decision = self._masked(self.ctx.policy.decide(self.subject, action))
+        if decision.effect == "approve":
+            return None
+        shown = self.shown(action)
+        self.record(shown, decision, decision.effect)
+        return Verdict(decision.allowed, "" if decision.allowed else denial(decision, shown), decision.rule)
 
     async def check(self, action: Action, waiting: Callable[[str], None], reason: str = "") -> Verdict:
         """Policy, then a grant window or an approval request (announced through `waiting`)."""
         typed = action
+        settled = self.settle(typed)
+        if settled is not None:
+            return settled
         decision = self._masked(self.ctx.policy.decide(self.subject, typed))
         action = self.shown(typed)  # decided on what was typed; stored and shown masked
-        if decision.effect == "allow":
-            self.record(action, decision, "allow")
-            return Verdict(True, "", decision.rule)
-        if decision.effect == "deny":
-            self.record(action, decision, "deny")
-            return Verdict(False, denial(decision, action), decision.rule)
         key = self.ctx.approvals.key_of(typed)  # the grant key of the action as typed, hashed once
         if await asyncio.to_thread(self.ctx.approvals.granted, self.subject, key):
             self.record(action, decision, "allow", granted=True)

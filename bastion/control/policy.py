@@ -32,7 +32,8 @@ Patterns are globs or `re:<regex>`; both must match the whole text (write `.*` /
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bastion.control.actions import (
     Action,
@@ -40,6 +41,7 @@ from bastion.control.actions import (
     Decision,
     Exec,
     Forward,
+    McpMethod,
     McpTool,
     Shell,
     ShellLine,
@@ -57,7 +59,7 @@ __all__ = ["Policy"]
 
 _RANK: dict[str, int] = {"allow": 0, "approve": 1, "deny": 2}
 _DEFAULT_MESSAGE = {"deny": "denied by policy", "approve": "needs approval", "allow": ""}
-_NAMED_ONLY = (Forward, McpTool)  # actions an allow rule covers only by naming them
+_NAMED_ONLY = (Forward, McpTool, McpMethod)  # actions an allow rule covers only by naming them
 OPAQUE_RULE = "(opaque)"  # the name an opaque line's decision gives (no rule may be named so)
 
 
@@ -73,8 +75,10 @@ class _CompiledRule:
         self.exec = [matcher(p) for p in rule.exec if isinstance(p, str)]
         self.exec_tables = [p for p in rule.exec if isinstance(p, ExecPattern)]  # options in any order
         self.ports = [port_range(p) for p in rule.forward]
+        self.servers = [matcher(p) for p in rule.mcp_servers]
         self.tools = [matcher(p) for p in rule.mcp_tools]
         self.arguments = {name: matcher(p) for name, p in rule.mcp_arguments.items()}
+        self.names_mcp = bool(self.servers or self.tools or self.arguments)
         self.has_what = rule.has_what
 
     def who_and_where(self, subject: Subject, connect: bool) -> bool:
@@ -104,7 +108,20 @@ class _CompiledRule:
             return any(low <= action.port <= high for low, high in self.ports)
         if isinstance(action, McpTool):
             return self._mcp(action)
+        if isinstance(action, McpMethod):
+            return self.names_server(action.server) and (self.rule.effect != "deny" or self.whole_server)
         return False
+
+    def names_server(self, server: str) -> bool:
+        """Does this rule speak of MCP calls on this server (by name, or of tools on any server)?"""
+        if not self.names_mcp:
+            return False
+        return not self.servers or any(m(server) for m in self.servers)
+
+    @property
+    def whole_server(self) -> bool:
+        """A rule with `mcp_servers` alone covers every call on those servers."""
+        return bool(self.servers) and not self.tools and not self.arguments
 
     def covers_all_lines(self, action: Action) -> bool:
         """For allow: does this rule allow every command line of this kind (no "what", or a plain shell)?"""
@@ -118,18 +135,47 @@ class _CompiledRule:
             return True
         return bool(words) and any(matches(table, words) for table in self.exec_tables)
 
-    def _mcp(self, action: McpTool) -> bool:
-        if not (self.tools or self.arguments):
+    def _mcp(self, action: McpTool, with_arguments: bool = True) -> bool:
+        if not self.names_server(action.server):
             return False
         if self.tools and not any(m(action.tool) for m in self.tools):
             return False
+        if not with_arguments:
+            return True
         for name, argument in self.arguments.items():
-            if name not in action.arguments:
-                return False
-            value = action.arguments[name]
-            if not argument(value if isinstance(value, str) else arguments_json(value)):
+            found, value = argument_value(action.arguments, name)
+            if not found or not argument(value if isinstance(value, str) else arguments_json(value)):
                 return False
         return True
+
+    def denies_tool_whatever_arguments(self, server: str, tool: str) -> bool:
+        return self.rule.effect == "deny" and (
+            not self.has_what or (not self.arguments and self._mcp(McpTool(tool, {}, server), with_arguments=False))
+        )
+
+    def may_let_tool_through(self, server: str, tool: str) -> bool:
+        """For allow and approve rules: do they cover this tool for some arguments?"""
+        if self.rule.effect == "deny":
+            return False
+        if not self.has_what:
+            return self.rule.effect == "approve"  # an approve rule without "what" holds every call
+        return self._mcp(McpTool(tool, {}, server), with_arguments=False)
+
+
+def argument_value(arguments: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    """An argument by name, or by JSON pointer (RFC 6901: "/options/path", "/paths/0"); (found, value)."""
+    if not name.startswith("/"):
+        return (True, arguments[name]) if name in arguments else (False, None)
+    value: Any = arguments
+    for token in name[1:].split("/"):
+        key = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, Mapping) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return False, None
+    return True, value
 
 
 class Policy:
@@ -159,6 +205,8 @@ class Policy:
         candidates = [c for c in self._compiled if c.who_and_where(subject, connect)]
         if connect:
             return self._connect(candidates)
+        if isinstance(action, McpMethod):
+            return self._mcp_method(candidates, action)
         line = action.line if isinstance(action, Exec | ShellLine) else None
         winners = [c for c in candidates if c.rule.effect != "allow" and c.hits(action, line)]
         allowing, uncovered = self._allowing(candidates, action, line)
@@ -178,6 +226,25 @@ class Policy:
         if self.opaque == "approve" and (approvers or self.approver_groups):
             return Decision("approve", OPAQUE_RULE, why, matched, approvers, 1, None, reasons)
         return Decision("deny", OPAQUE_RULE, why, matched, opaque=reasons)
+
+    def _mcp_method(self, candidates: list[_CompiledRule], action: McpMethod) -> Decision:
+        """Other MCP methods pass where an allow or approve rule names the server; a deny rule for the whole
+        server (or without "what") stops them."""
+        denying = [c for c in candidates if c.rule.effect == "deny" and (not c.has_what or c.hits(action, None))]
+        if denying:
+            return self._decision(denying, None, action)
+        naming = [c for c in candidates if c.rule.effect != "deny" and c.names_server(action.server)]
+        if not naming:
+            return self._decision([], None, action)
+        first = naming[0].rule
+        return Decision("allow", first.name, "", tuple(c.rule.name for c in naming))
+
+    def hides_tool(self, subject: Subject, server: str, tool: str) -> bool:
+        """Is this tool denied to the subject whatever its arguments (so `tools/list` may leave it out)?"""
+        candidates = [c for c in self._compiled if c.who_and_where(subject, connect=False)]
+        if any(c.denies_tool_whatever_arguments(server, tool) for c in candidates):
+            return True
+        return not any(c.may_let_tool_through(server, tool) for c in candidates)
 
     def unnamed_allows(self, subject: Subject) -> tuple[str, ...]:
         """The allow rules without "what" for this user, host and login: they cover shells and commands,
@@ -242,4 +309,7 @@ def _no_rule(action: Action | None, uncovered: str | None) -> str:
     if isinstance(action, McpTool):
         tool = json.dumps(sanitize_for_display(action.tool), ensure_ascii=False)
         return f"no rule allows the MCP tool {tool} here; a rule must name it: mcp_tools = [{tool}]"
+    if isinstance(action, McpMethod):
+        server = json.dumps(sanitize_for_display(action.server), ensure_ascii=False)
+        return f"no rule names the MCP server {server} here; a rule must name it: mcp_servers = [{server}]"
     return f"no rule allows {sanitize_for_display(uncovered)!r} here" if uncovered else "no rule allows this"

@@ -220,6 +220,7 @@ class InnerServer(asyncssh.SSHServer):
             masking,
             audit=self.ctx.audit,
             closed=self.channels.give_back,
+            mcp=(self.host.mcp, self.ctx.settings.mcp) if self.host.mcp else None,
         )
         self.ctx.bridges.add(bridge)
         return bridge

@@ -22,6 +22,9 @@ from bastion.masking.config import MaskingSettings
 from bastion.masking.masker import Masker
 from bastion.masking.output import MaskedOutput
 from bastion.masking.values import mask_env
+from bastion.mcp.config import McpServer, McpSettings
+from bastion.mcp.session import open_stdio
+from bastion.mcp.stdio import McpStdio
 from bastion.shell.gating import PipedLines, ShellLines, runs_a_shell
 from bastion.shell.tracker import ShellLineTracker
 from bastion.ssh.limits import once, terminal_size
@@ -93,8 +96,11 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         masking: tuple[Masker, MaskingSettings] | None = None,
         audit: Callable[..., None] | None = None,
         closed: Callable[[], None] | None = None,
+        mcp: tuple[tuple[McpServer, ...], McpSettings] | None = None,
     ) -> None:
         self.gate = gate
+        self.mcp_servers = mcp  # the host's declared MCP servers, and [mcp]
+        self.mcp: McpStdio | None = None  # an exec of a declared stdio server: every message inspected
         self._audit = audit or (lambda type_, **fields: log(type_, **fields))
         self._closed = once(closed)  # the connection's channel count, told when the channel is gone
         self.masking = masking
@@ -205,6 +211,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             return
         if self.command is not None and runs_a_shell(self.command):
             self._gate_lines()
+        if self.command is not None and self.mcp_servers is not None:
+            self.mcp = open_stdio(self.command, *self.mcp_servers, self.gate, self.masking, self.recording,
+                                  to_server=self._to_target, to_client=self._mcp_to_client)  # fmt: skip
         if self.masking is not None:
             masker, settings = self.masking
             if settings.transfers or not self.transfer:
@@ -259,12 +268,25 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
     def _forward(self, data: bytes) -> None:
         assert self.target is not None
-        if self.lines is not None:
+        if self.mcp is not None:
+            self.mcp.client_data(data)
+        elif self.lines is not None:
             self.lines.typed(data, self.target)
         elif self.piped is not None:
             self.piped.typed(data, self.target)
         else:
             self.target.write(data)
+
+    def _to_target(self, data: bytes) -> None:
+        if self.target is not None and not self.target.is_closing():
+            self.target.write(data)
+
+    def _mcp_to_client(self, data: bytes) -> None:
+        """An MCP message for the client (masked by the inspector; recorded as an `mcp` event, not as bytes)."""
+        if self.client_gone or self.client is None or self.client.is_closing() or self.recording.closed:
+            return
+        self.recording.bytes_out += len(data)
+        self.client.write(data)
 
     def _forward_eof(self) -> None:
         assert self.target is not None
@@ -367,6 +389,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
         self._closed()
         if self.lines is not None:
             self.lines.close()  # a line waiting for approval: the request is withdrawn
+        if self.mcp is not None:
+            self.mcp.close()  # a tool call waiting for approval: the request is withdrawn
         if self.piped is not None:
             self.piped.close()
         if self.target is not None:
@@ -384,7 +408,9 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self._transfers(self.sftp.server_data(data))
         if self.lines is not None:
             self.lines.output(data)  # shell lines are decided on what the shell has, not on the masked view
-        if self.masked is not None:
+        if self.mcp is not None and not stderr:
+            self.mcp.server_data(data)  # each message parsed and masked value by value
+        elif self.masked is not None:
             self.masked.feed(data, stderr)  # -> _show and _record, now or when the masker releases what it holds
         else:
             self._emit(data, stderr)
