@@ -191,7 +191,9 @@ effect = "allow"
 """
 
 
-def write_config(root: Path, port: int, target: TargetSshd, login: str, extra: str = "", server: str = "") -> Path:
+def write_config(
+    root: Path, port: int, target: TargetSshd, login: str, extra: str = "", server: str = "", host: str = ""
+) -> Path:
     wrong_key = root / "wrong_host_key"
     if not wrong_key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)], check=True)
@@ -209,6 +211,7 @@ name = "mcp-host"
 address = "127.0.0.1:{target.port}"
 logins = ["{login}"]
 known_hosts = "known_hosts"
+{host}
 
 [[hosts]]
 name = "pinned-host"
@@ -255,7 +258,7 @@ Host *
     return path
 
 
-def make_env(root: Path, extra: str = "", server: str = "") -> BastionEnv:
+def make_env(root: Path, extra: str = "", server: str = "", host: str = "") -> BastionEnv:
     if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
         raise RuntimeError("sshd is missing: install Debian's openssh-server (scripts/test does)")
     login = ensure_login()
@@ -269,7 +272,7 @@ def make_env(root: Path, extra: str = "", server: str = "") -> BastionEnv:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "upstream_key")], check=True)
         os.chmod(root / "upstream_key", 0o600)
         (target.authorized_keys_dir / login).write_text((root / "upstream_key.pub").read_text())
-        config = write_config(root, port, target, login, extra, server)
+        config = write_config(root, port, target, login, extra, server, host)
         key = root / "alice"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         run_bastion("cert", "issue", "-c", str(config), "--user", "alice", "--group", "dev", "--pubkey", f"{key}.pub")
@@ -287,16 +290,17 @@ def make_env(root: Path, extra: str = "", server: str = "") -> BastionEnv:
 
 
 @contextlib.contextmanager
-def running_env(extra: str = "", server: str = "") -> Iterator[BastionEnv]:
+def running_env(extra: str = "", server: str = "", host: str = "") -> Iterator[BastionEnv]:
     """A bastion and its target in a folder of their own, stopped and removed afterwards.
 
-    `extra` is appended to its bastion.toml (issuers, rules, masking); `server`, to its [server] table.
+    `extra` is appended to its bastion.toml (issuers, rules, masking); `server`, to its [server] table;
+    `host`, to the table of its host `mcp-host` (such as `[[hosts.mcp]]` entries).
     """
     # Not under pytest's 0700 tmp folder: sshd reads authorized_keys as the target's login.
     root = Path(tempfile.mkdtemp(prefix="bastion-test-"))
     try:
         os.chmod(root, 0o755)
-        environment = make_env(root, extra, server)
+        environment = make_env(root, extra, server, host)
         try:
             yield environment
         finally:
