@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 
 from tests.conftest import BastionEnv, running_env, wait_until
-from tests.mcp_fixtures.client import MODES, Mode, RawSession, call, list_tools, marker_dir, run, ssh_params
+from tests.mcp_fixtures.client import (
+    MODES,
+    Mode,
+    ProgressLog,
+    RawSession,
+    call,
+    list_tools,
+    marker_dir,
+    run,
+    ssh_params,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -207,3 +217,47 @@ def test_the_recorded_timeline_exports_and_verifies(menv: BastionEnv, markers: P
     row = next(row for row in listed if row["id"] == session)
     assert row["extra"]["mcp_server"] == "files" and row["extra"]["mcp_calls"] == 1
     assert menv.bastion("audit", "verify").returncode == 0
+
+
+def test_a_hold_binds_to_the_call_not_to_its_id(menv: BastionEnv, markers: Path) -> None:
+    """A retry while the call waits joins its request; once approved, a re-send with a new id (as a
+    2026-07-28 multi-round-trip call does) goes through in the session without a second request."""
+    name = "held-resent"
+    arguments = {"name": "touch_marker", "arguments": {"name": name}}
+    with RawSession(params(menv, markers)) as raw:
+        raw.initialize()
+        raw.send({"jsonrpc": "2.0", "id": 61, "method": "tools/call", "params": arguments})
+        request = pending(menv, name)
+        raw.send({"jsonrpc": "2.0", "id": 62, "method": "tools/call", "params": arguments})
+        assert menv.bastion("approvals", "approve", str(request)).returncode == 0
+        answered = {json.loads(raw.read_line())["id"] for _ in range(2)}
+        assert answered == {61, 62}
+        again, _ = raw.request("tools/call", {**arguments, "inputResponses": {}})
+        assert again["result"]["content"][0]["text"] == f"touched {name}"
+    rows = json.loads(menv.bastion("approvals", "list", "--all", "--json").stdout)
+    assert [int(row["id"]) for row in rows if name in row["action"]] == [request]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_progress_notifications_reach_the_client_with_their_token(menv: BastionEnv, markers: Path, mode: Mode) -> None:
+    """Values are masked one by one, so a notification keeps its numeric token and stays valid JSON
+    (masking the byte stream made `"progressToken":1` into `[masked:secret]`)."""
+    progress = ProgressLog()
+    result = run(call, params(menv, markers), "slow_count", {"n": 3}, mode, progress)
+    assert text_of(result) == "counted 3"
+    assert [update[0] for update in progress.updates] == [1, 2, 3]
+
+
+def test_a_held_call_with_a_progress_token_hears_that_it_waits(menv: BastionEnv, markers: Path) -> None:
+    name = "held-progress"
+    with RawSession(params(menv, markers)) as raw:
+        raw.initialize()
+        meta = {"progressToken": "wait-1"}
+        raw.send({"jsonrpc": "2.0", "id": 71, "method": "tools/call",
+                  "params": {"name": "touch_marker", "arguments": {"name": name}, "_meta": meta}})  # fmt: skip
+        note = json.loads(raw.read_line())
+        request = pending(menv, name)
+        assert note["method"] == "notifications/progress" and note["params"]["progressToken"] == "wait-1"
+        assert f"waiting for approval (request {request}" in note["params"]["message"]
+        assert menv.bastion("approvals", "approve", str(request)).returncode == 0
+        assert json.loads(raw.read_line())["id"] == 71

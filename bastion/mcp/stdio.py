@@ -3,7 +3,10 @@
 The session bridge hands over the client's input and the target's stdout; this class turns them into
 messages (one per line), asks the inspector, and writes what it says to each side and to the recording.
 A tool call that policy holds waits on the gate in a task of its own, so the session goes on meanwhile
-(other calls, notifications, the server's own requests); `notifications/cancelled` withdraws it.
+(other calls, notifications, the server's own requests); `notifications/cancelled` withdraws it. A hold
+binds to the call's server, tool and arguments, not to its JSON-RPC id: the same call sent again while
+it waits joins its request, and once approved, a retry or a 2026-07-28 multi-round-trip re-send (a new id,
+the same arguments) in the session goes through without a second request.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from bastion.control.actions import action_key
 from bastion.control.gate import Gate, Verdict
 from bastion.mcp.inspector import McpInspector, Out, ToolCall
 from bastion.mcp.jsonrpc import INVALID_REQUEST, Malformed, MessageId
@@ -78,7 +82,9 @@ class McpStdio:
         self._record = record
         self._client_lines = _Lines(max_message)
         self._server_lines = _Lines(max_message)
-        self._held: dict[MessageId, asyncio.Task[None]] = {}
+        self._waits: dict[str, asyncio.Task[None]] = {}  # by the call's key (server, tool, arguments): one request
+        self._waiting: dict[str, list[ToolCall]] = {}  # the calls each request holds (a retry joins the first)
+        self._approved: dict[str, int] = {}  # calls approved in this session, and by which request
 
     def client_data(self, data: bytes) -> None:
         for line in self._client_lines.feed(data):
@@ -96,9 +102,10 @@ class McpStdio:
 
     def close(self) -> None:
         """The session ended: held calls are withdrawn (their approval requests too)."""
-        for task in self._held.values():
+        for task in self._waits.values():
             task.cancel()
-        self._held.clear()
+        self._waits.clear()
+        self._waiting.clear()
 
     def _apply(self, out: Out) -> None:
         for event in out.events:
@@ -108,9 +115,7 @@ class McpStdio:
         for line in out.to_client:
             self._to_client(line + b"\n")
         for request_id in out.cancelled:
-            task = self._held.pop(request_id, None)
-            if task is not None:
-                task.cancel()
+            self._withdraw(request_id)
         for call in out.calls:
             self._decide(call)
 
@@ -118,25 +123,53 @@ class McpStdio:
         if self._gate is None:
             self._apply(self.inspector.forward_call(call))
             return
+        key = action_key(call.action)
+        if key in self._approved:  # a retry, or a multi-round-trip re-send (a new id), of an approved call
+            self._gate.record(
+                self._gate.shown(call.action), self._gate.ctx.policy.decide(self._gate.subject, call.action),
+                "allow", request=self._approved[key], again=True,
+            )  # fmt: skip
+            self._apply(self.inspector.forward_call(call))
+            return
+        if key in self._waits:  # the same call while its request waits: one request for both
+            self._waiting[key].append(call)
+            return
         verdict = self._gate.settle(call.action)
         if verdict is not None:
             self._settled(call, verdict)
             return
-        task = asyncio.ensure_future(self._wait(call))
-        self._held[call.id] = task
-        task.add_done_callback(lambda _: self._held.pop(call.id, None) if self._held.get(call.id) is task else None)
+        self._waiting[key] = [call]
+        task = asyncio.ensure_future(self._wait(key, call))
+        self._waits[key] = task
 
-    async def _wait(self, call: ToolCall) -> None:
+    async def _wait(self, key: str, first: ToolCall) -> None:
         assert self._gate is not None
         steps = 0
 
         def waiting(text: str) -> None:
             nonlocal steps
             steps += 1
-            self._apply(self.inspector.waiting(call, text, steps))
+            for call in self._waiting.get(key, [first]):
+                self._apply(self.inspector.waiting(call, text, steps))
 
-        verdict = await self._gate.check(call.action, waiting)
-        self._settled(call, verdict)
+        try:
+            verdict = await self._gate.check(first.action, waiting)
+        finally:
+            self._waits.pop(key, None)
+        if verdict.allowed and verdict.request is not None:
+            self._approved[key] = verdict.request
+        for call in self._waiting.pop(key, []):
+            self._settled(call, verdict)
+
+    def _withdraw(self, request_id: MessageId) -> None:
+        """The client cancelled a held call: its request is withdrawn once no other call waits on it."""
+        for key, calls in list(self._waiting.items()):
+            self._waiting[key] = [call for call in calls if call.id != request_id]
+            if not self._waiting[key]:
+                del self._waiting[key]
+                task = self._waits.pop(key, None)
+                if task is not None:
+                    task.cancel()
 
     def _settled(self, call: ToolCall, verdict: Verdict) -> None:
         if verdict.allowed:
