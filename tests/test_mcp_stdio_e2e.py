@@ -216,6 +216,8 @@ def test_the_recorded_timeline_exports_and_verifies(menv: BastionEnv, markers: P
     listed = json.loads(menv.bastion("sessions", "list", "--json").stdout)
     row = next(row for row in listed if row["id"] == session)
     assert row["extra"]["mcp_server"] == "files" and row["extra"]["mcp_calls"] == 1
+    table = menv.bastion("sessions", "list").stdout
+    assert any(line.startswith(session) and "mcp files (1 calls)" in line for line in table.splitlines())
     assert menv.bastion("audit", "verify").returncode == 0
 
 
@@ -261,3 +263,15 @@ def test_a_held_call_with_a_progress_token_hears_that_it_waits(menv: BastionEnv,
         assert f"waiting for approval (request {request}" in note["params"]["message"]
         assert menv.bastion("approvals", "approve", str(request)).returncode == 0
         assert json.loads(raw.read_line())["id"] == 71
+
+
+def test_policy_test_decides_a_tool_on_a_server(menv: BastionEnv) -> None:
+    common = ("policy", "test", "--user", "alice", "--host", "mcp-host", "--login", menv.login, "--json")
+    denied = json.loads(menv.bastion(*common, "--mcp-server", "files", "--mcp-tool", "delete_file").stdout)
+    assert denied["effect"] == "deny" and denied["rule"] == "no-delete"
+    held = menv.bastion(
+        *common, "--mcp-server", "files", "--mcp-tool", "touch_marker", "--arguments", '{"name": "held-x"}'
+    )
+    assert json.loads(held.stdout)["effect"] == "approve"
+    elsewhere = json.loads(menv.bastion(*common, "--mcp-server", "other", "--mcp-tool", "touch_marker").stdout)
+    assert elsewhere["effect"] == "deny" and elsewhere["rule"] is None

@@ -84,6 +84,7 @@ def policy() -> None:
 @click.option("--exec", "command", default=None, help="Decide an exec command line.")
 @click.option("--shell-line", default=None, help="Decide a line typed in a shell.")
 @click.option("--forward", "port", type=click.IntRange(1, 65535), default=None, help="Decide a forward to a port.")
+@click.option("--mcp-server", default=None, help="The declared MCP server ([[hosts.mcp]] name) of --mcp-tool.")
 @click.option("--mcp-tool", default=None, help="Decide an MCP tool call.")
 @click.option("--arguments", default=None, help='The MCP tool call\'s arguments as JSON, e.g. \'{"path": "/"}\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
@@ -98,6 +99,7 @@ def policy_test(
     command: str | None,
     shell_line: str | None,
     port: int | None,
+    mcp_server: str | None,
     mcp_tool: str | None,
     arguments: str | None,
     as_json: bool,
@@ -105,8 +107,9 @@ def policy_test(
     """Print the decision for one action and the rules that matched, e.g.
 
     bastion policy test --user alice --group ops --host mcp-host --login mcp --exec 'rm -rf /tmp/x'
+    bastion policy test --user alice --host mcp-host --login mcp --mcp-server files --mcp-tool delete_file
     """
-    action = _action(connect, shell, command, shell_line, port, mcp_tool, arguments)
+    action = _action(connect, shell, command, shell_line, port, mcp_tool, arguments, mcp_server)
     if login is None and not isinstance(action, Connect):
         fail("--login: expected the login on the host, e.g. --login mcp")
     target = settings.host(host)
@@ -129,6 +132,7 @@ def _action(
     port: int | None,
     mcp_tool: str | None,
     arguments: str | None,
+    mcp_server: str | None = None,
 ) -> Action:
     chosen: list[Action] = []
     if connect:
@@ -142,9 +146,9 @@ def _action(
     if port is not None:
         chosen.append(Forward(port))
     if mcp_tool is not None:
-        chosen.append(McpTool(mcp_tool, _arguments(arguments)))
-    elif arguments is not None:
-        fail("--arguments: only with --mcp-tool NAME")
+        chosen.append(McpTool(mcp_tool, _arguments(arguments), mcp_server or ""))
+    elif arguments is not None or mcp_server is not None:
+        fail("--arguments and --mcp-server: only with --mcp-tool NAME")
     if len(chosen) != 1:
         fail(
             "expected exactly one of --connect, --shell, --exec CMD, --shell-line CMD, --forward PORT, --mcp-tool NAME"

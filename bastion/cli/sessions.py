@@ -39,6 +39,9 @@ def sessions_list(settings: config_mod.Settings, live: bool, as_json: bool) -> N
         # sanitiser (a newline shows as ⏎, ESC as ␛) before it is padded, so the columns stay aligned.
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_at))
         what = shown(s.kind + (": " + s.command if s.command else "")) or "-"
+        if "mcp_server" in s.extra:  # an MCP stdio server: which one, and how many tool calls
+            calls = s.extra.get("mcp_calls")
+            what = shown(f"mcp {s.extra['mcp_server']}" + (f" ({calls} calls)" if calls is not None else "")) or "-"
         if len(what) > WHAT_WIDTH:
             what = what[: WHAT_WIDTH - 1] + "…"  # cut, and shown to be cut
         status = (
