@@ -173,7 +173,7 @@ class McpInspector:
             out.events.append(self._event("client", message, note="a response to no request of the server: dropped"))
             return out
         out.events.append(self._event("client", message, method=pending.method, started=pending.started))
-        out.to_server.append(encode(self._mask_body(message.body)))
+        out.to_server.append(encode(message.body))  # the client's own answer, as sent (recorded masked)
         return out
 
     # Server -> client ------------------------------------------------------------------------------
