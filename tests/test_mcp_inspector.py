@@ -14,7 +14,7 @@ from bastion.control.policy import Policy
 from bastion.masking.config import MaskingSettings
 from bastion.masking.masker import Masker
 from bastion.masking.values import mask_json
-from bastion.mcp.inspector import DENIED, LATEST, McpInspector, Out
+from bastion.mcp.inspector import DENIED, LATEST, MAX_IN_FLIGHT, McpInspector, Out
 from bastion.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
 from bastion.mcp.stdio import _Lines
 
@@ -235,3 +235,13 @@ def test_a_call_is_forwarded_exactly_as_sent_or_not_at_all(arguments: dict[str, 
         assert [json.loads(data) for data in forwarded] == [body]
     else:
         assert forwarded == []
+
+
+def test_requests_in_flight_are_bounded() -> None:
+    mcp = inspector()
+    for message_id in range(MAX_IN_FLIGHT):
+        assert mcp.from_client(request(message_id, "ping")).to_server
+    refused = mcp.from_client(request(MAX_IN_FLIGHT, "ping"))
+    assert refused.to_server == [] and "unanswered" in sent(refused)[0]["error"]["message"]
+    mcp.from_server(line({"jsonrpc": "2.0", "id": 0, "result": {}}))  # one answered: room again
+    assert mcp.from_client(request(MAX_IN_FLIGHT + 1, "ping")).to_server

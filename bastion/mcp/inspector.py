@@ -17,6 +17,7 @@ from typing import Any
 from bastion.control.actions import Decision, McpTool
 from bastion.mcp.jsonrpc import (
     INVALID_PARAMS,
+    INVALID_REQUEST,
     Malformed,
     Message,
     MessageId,
@@ -30,6 +31,7 @@ __all__ = ["DENIED", "LATEST", "McpInspector", "Out", "ToolCall"]
 LATEST = "2026-07-28"  # the stateless revision: every result carries resultType
 DENIED = -32001  # a method the rules do not let through (JSON-RPC's implementation-defined server errors)
 SUMMARY = 4096  # characters of a message's masked JSON kept in its recording event
+MAX_IN_FLIGHT = 4096  # requests each side may have unanswered (and calls held) at once
 _VERSION_META = "io.modelcontextprotocol/protocolVersion"
 
 
@@ -95,6 +97,11 @@ class McpInspector:
         self._note_revision(message)
         if message.kind in ("response", "error"):
             return self._client_response(message, out)
+        if message.kind == "request" and len(self._from_client) + len(self._held) >= MAX_IN_FLIGHT:
+            busy = Malformed(
+                INVALID_REQUEST, f"more than {MAX_IN_FLIGHT} requests unanswered", message.id, message.size
+            )
+            return self._malformed(busy, "client", out, reply=True, method=message.method)
         if message.method == "tools/call" and message.kind == "request":
             return self._tool_call(message, out)
         if message.method == "notifications/cancelled":
@@ -203,6 +210,11 @@ class McpInspector:
             return out
         if message.kind == "request":
             assert message.id is not None
+            if len(self._from_server) >= MAX_IN_FLIGHT:
+                out.events.append(
+                    self._event("server", message, note=f"over {MAX_IN_FLIGHT} requests unanswered: dropped")
+                )
+                return out
             self._from_server[message.id] = _Pending(message.method, None, self._clock())
         masked = self._mask_body(body)
         out.events.append(self._event("server", message, shown=masked))
