@@ -42,6 +42,7 @@ class Masker:
         self.detectors = tuple(detectors)
         self.families = tuple(sorted({detector.family for detector in self.detectors if detector.family is not None}))
         self.prefilter = prefilter if prefilter is not None else best_prefilter(self.families)
+        self._anchored = all(detector.family is not None for detector in self.detectors)  # prefilter sees all
         self.context = max((detector.shape.lookbehind for detector in self.detectors), default=1) + 1
         # the most text a stream holds back (an unfinished match, or a step of a private key block) and an
         # unfinished escape sequence after it; escape sequences inside held text come on top, up to HELD_LIMIT
@@ -62,7 +63,10 @@ class Masker:
 
     def mask_text(self, text: str) -> str:
         """For text shown to approvers and strings inside JSON (MCP results)."""
-        masked, _ = self.mask(text.encode("utf-8", "surrogatepass"))  # JSON strings may hold lone surrogates
+        data = text.encode("utf-8", "surrogatepass")  # JSON strings may hold lone surrogates
+        if self._anchored and b"\x1b" not in data and not self.prefilter.hits(data, 0):
+            return text  # every match starts at (or a bounded lead before) an anchor inside it: none here
+        masked, _ = self.mask(data)
         try:
             return masked.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:  # a replacement cut a character that a bounded match ended inside

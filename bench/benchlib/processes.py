@@ -89,8 +89,10 @@ class Testbed:
     BASTION_OFF); each path has its ssh client configuration with hosts "jump" and "target".
     """
 
-    def __init__(self, root: Path, bastions: tuple[str, ...]) -> None:
+    def __init__(self, root: Path, bastions: tuple[str, ...], host_toml: str = "", rules_toml: str = "") -> None:
         self.root = root
+        self.host_toml = host_toml  # more of the target's [[hosts]] table (e.g. [[hosts.mcp]] entries)
+        self.rules_toml = rules_toml  # more [[rules]] after the allow-all "bench" rule
         self.bastion_paths = bastions  # BASTION (masking on) and/or BASTION_OFF
         self.paths = (OPENSSH, *bastions)
         self.target: TargetSshd | None = None
@@ -136,8 +138,9 @@ class Testbed:
         (root / "target_known_hosts").write_text(self.target.known_hosts_line() + "\n")
         hosts = ("\n[[hosts]]\n"
                  f'name = "target"\naddress = "127.0.0.1:{self.target.port}"\n'
-                 f'logins = ["{self.login}"]\nknown_hosts = "target_known_hosts"\n'
-                 '\n[[rules]]\nname = "bench"\neffect = "allow"\n')  # default deny: allow everything here
+                 f'logins = ["{self.login}"]\nknown_hosts = "target_known_hosts"\n' + self.host_toml
+                 + '\n[[rules]]\nname = "bench"\neffect = "allow"\n'  # default deny: allow everything here
+                 + self.rules_toml)  # (an allow rule without "what" allows no MCP call: a rule must name it)
         (root / "client_known_hosts.bastion").write_text(init["known_hosts"].strip() + "\n")
         # One client configuration per path; `-F` keeps ~/.ssh/config and /etc/ssh/ssh_config out.
         common = ("Host *\n"
