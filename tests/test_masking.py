@@ -315,6 +315,30 @@ FRAGMENTS = [
     "T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX",
     "é",
     "\x00",
+    # issue 15: provider prefixes, key bodies, labels
+    "sk-proj-",
+    "sk-ant-api03-",
+    "hf_",
+    "npm_",
+    "GR1348941",
+    "8Q~",
+    ".atlasv1.",
+    "SG.",
+    "hvs.",
+    "ABSK",
+    "AccountKey=",
+    "b3BlbnNzaC1rZXktdjE",
+    "MIIEpAIBAAKCAQEA",
+    "MC4CAQAwBQYDK2Vw",
+    "-u ",
+    "admin:",
+    "key: ",
+    "auth",
+    "<token>",
+    "</",
+    "Authorization: Token ",
+    "_v2",
+    "?=",
 ]
 outputs = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)), max_size=40).map(
     lambda parts: "".join(parts).encode("utf-8", "surrogatepass")
@@ -413,7 +437,7 @@ def test_held_bytes_have_a_limit() -> None:
     for _ in range(40):
         out += stream.feed(b"\x1b[0m" * 2048)
         assert stream.held <= HELD_LIMIT
-    assert out.startswith(b"x AKIA\x1b[0m")
+    assert out.startswith(b"x [masked:overflow]\x1b[0m")  # the held text is masked whole, the sequences kept
 
 
 def test_a_token_coloured_character_by_character_is_masked_at_any_chunk_size() -> None:
@@ -519,7 +543,7 @@ def test_settings_errors(table: dict[str, object], fragment: str) -> None:
 
 def test_settings_defaults_and_durations() -> None:
     defaults = MaskingSettings()
-    assert defaults.packs == ("secrets", "pii") and defaults.transfers is False and defaults.idle_release == 0.02
+    assert defaults.packs == ("secrets", "pii") and defaults.transfers is False and defaults.idle_release is None
     assert MaskingSettings.model_validate({"idle_release": "50ms"}).idle_release == pytest.approx(0.05)
     assert Masker.from_settings(MaskingSettings(packs=("pii",))).mask_text("AKIAIOSFODNN7EXAMPLE a@b.io") == (
         "AKIAIOSFODNN7EXAMPLE [masked:email]"

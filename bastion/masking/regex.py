@@ -79,7 +79,7 @@ def analyse(pattern: re.Pattern[bytes], *, cap_repeats: bool = False) -> RegexSh
     emit = _Emitter(groups={number: name for name, number in pattern.groupindex.items()}, cap=cap_repeats)
     if cap_repeats:
         pattern = re.compile(emit.full(items, capture=True), flags)
-    reach = _width(items, cap_repeats, lookaheads=True) + 1
+    reach = _reach(items, cap_repeats)[1] + 1
     if reach > REACH_LIMIT:
         raise UnsupportedPattern(f"it can match more than {REACH_LIMIT} bytes; bound its repetitions")
     return RegexShape(
@@ -148,22 +148,34 @@ def _consumable(items: list[Any], flags: int) -> bytes:
     return bytes(sorted(found))
 
 
-def _width(items: Iterable[Any], cap: bool, lookaheads: bool = False) -> int:
-    """Most bytes the sequence consumes (lookarounds consume nothing), plus with `lookaheads` every
-    lookahead's: then it is the most bytes past the start that matching can look at."""
-    total = 0
+def _width(items: Iterable[Any], cap: bool) -> int:
+    """Most bytes the sequence consumes (lookarounds consume nothing)."""
+    return _reach(items, cap)[0]
+
+
+def _reach(items: Iterable[Any], cap: bool) -> tuple[int, int]:
+    """Most bytes the sequence consumes, and most bytes past its start that matching can look at: a
+    lookahead looks from where it stands, so it counts from there, not on top of what follows it."""
+    consumed = furthest = 0
     for op, av in items:
         if op in _CHARS:
-            total += 1
+            width, look = 1, 1
         elif op in _REPEATS:
-            total += _repeat_max(av[1], cap) * _width(av[2], cap, lookaheads)
+            most = _repeat_max(av[1], cap)
+            sub_width, sub_look = _reach(av[2], cap)
+            width, look = most * sub_width, ((most - 1) * sub_width + sub_look if most else 0)
         elif op is sre.BRANCH:
-            total += max(_width(alt, cap, lookaheads) for alt in av[1])
+            reaches = [_reach(alt, cap) for alt in av[1]]
+            width, look = max(r[0] for r in reaches), max(r[1] for r in reaches)
         elif op in (sre.SUBPATTERN, sre.ATOMIC_GROUP):
-            total += _width(_children(op, av)[0], cap, lookaheads)
-        elif lookaheads and op in (sre.ASSERT, sre.ASSERT_NOT) and av[0] > 0:
-            total += _width(av[1], cap, lookaheads)
-    return total
+            width, look = _reach(_children(op, av)[0], cap)
+        elif op in (sre.ASSERT, sre.ASSERT_NOT) and av[0] > 0:
+            width, look = 0, _reach(av[1], cap)[1]
+        else:
+            width, look = 0, 0
+        furthest = max(furthest, consumed + look)
+        consumed += width
+    return consumed, max(furthest, consumed)
 
 
 def _lookbehind(items: Iterable[Any]) -> int:
