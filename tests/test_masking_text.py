@@ -28,3 +28,9 @@ def test_mask_text_is_the_full_masker(text: str) -> None:
 def test_text_without_anything_to_mask_comes_back_as_it_was() -> None:
     for text in ("mcp", "touched held-1", "", "plain words, numbers 12 and punctuation."):
         assert MASKER.mask_text(text) is text
+
+
+def test_a_masker_without_detectors_leaves_text_alone() -> None:
+    empty = Masker.from_settings(MaskingSettings(packs=()))
+    assert empty.mask_text("AKIAIOSFODNN7EXAMPLE") == "AKIAIOSFODNN7EXAMPLE"
+    assert empty.prefilter.hits(b"AKIAIOSFODNN7EXAMPLE", 0) == {}

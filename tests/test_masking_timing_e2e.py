@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import BastionEnv
+from tests.conftest import BastionEnv, running_env
 
 pytestmark = pytest.mark.e2e
 
@@ -64,3 +64,12 @@ def test_a_private_key_printed_in_a_pty_in_two_pieces_is_masked(
     assert b"[masked:private-key]" in stored
     for line in body:
         assert line.encode() not in result.stdout and line.encode() not in stored
+
+
+def test_masking_turned_off_passes_output_and_commands_as_they_are() -> None:
+    """`[masking] packs = []`: no masker runs, and nothing breaks for want of one (a session once failed
+    when the gate asked an empty masker about the command)."""
+    with running_env("[masking]\npacks = []\n") as off:
+        result = off.ssh("echo AKIAIOSFODNN7EXAMPLE")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"AKIAIOSFODNN7EXAMPLE\n"

@@ -63,6 +63,8 @@ class Masker:
 
     def mask_text(self, text: str) -> str:
         """For text shown to approvers and strings inside JSON (MCP results)."""
+        if not self.detectors:
+            return text
         data = text.encode("utf-8", "surrogatepass")  # JSON strings may hold lone surrogates
         if self._anchored and b"\x1b" not in data and not self.prefilter.hits(data, 0):
             return text  # every match starts at (or a bounded lead before) an anchor inside it: none here

@@ -11,6 +11,7 @@ output in any pieces gives the same result as masking it whole.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import re
 from collections.abc import Sequence
@@ -18,9 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.masking.packs import ANCHOR_PASSES, ANCHORS, BLOCK_END, BLOCK_STEP, Detector
+from bastion.masking.regex import analyse
 from bastion.masking.terminal import Replacement
 
 Hits = dict[str, list[int]]  # family -> start of each of its anchors, in order
+# the most bytes an anchor of each family (with the offset of its reported position) spans
+_ANCHOR_REACH: dict[str, int] = {}
+for _family, _source, _offset in ANCHORS:
+    _ANCHOR_REACH[_family] = max(_ANCHOR_REACH.get(_family, 0), analyse(re.compile(_source)).reach + _offset)
+
+
+def tail_of(detector: Detector) -> int:
+    """How far from the end an unfinished anchor of the detector's family (and its lead) may start."""
+    return _ANCHOR_REACH.get(detector.family or "", 1 << 30) + detector.before + 1
 _SHAPE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
 
 
@@ -66,6 +77,8 @@ class CombinedPrefilter:
         self._unanchored = getattr(getattr(engine, "_Anchor", None), "UNANCHORED", None)
 
     def hits(self, text: bytes, start: int) -> Hits:
+        if not self._families:
+            return {}  # (an empty alternation would match the empty string everywhere)
         if self._raw is None or self._unanchored is None:
             return self._hits_public(text, start)
         found: Hits = {}
@@ -131,6 +144,7 @@ class Scan:
         # anchor -1: a detector without a family, whose next match is searched again when it is passed
         self._queue: list[tuple[int, int, int, re.Match[bytes]]] = []
         self._undecided: list[int] = [-1] * len(detectors)  # first start not final, at or after a position
+        self._hits: Hits | None = None  # the anchors the prefilter found (once the queue is filled)
         self._hold_at, self._hold_value = -1, -1  # the hold last computed, and from where
         self.result = ScanResult([], [], start, False)
 
@@ -215,6 +229,18 @@ class Scan:
         start = max(position, self.end - shape.reach)
         if shape.single_line:
             start = max(start, self._last_line_feed + 1)
+        if detector.family is not None and self._hits is not None:
+            # Every path of the detector goes through an anchor of its family, at most `before` bytes after
+            # it starts: a start that is not final is at or just before an anchor the prefilter found, or so
+            # near the end that its anchor is not complete yet.
+            anchors = self._hits.get(detector.family, ())
+            first = bisect.bisect_left(anchors, start)
+            lowest = self.end - tail_of(detector)
+            if first < len(anchors):
+                lowest = min(lowest, anchors[first] - detector.before)
+            start = max(start, lowest)
+            if start >= self.end:
+                return self.end
         # a path that reaches the end consumes or looks at every byte on the way: only the trailing run of
         # bytes the regex can consume can hold an undecided start (a cheap test before the regex itself)
         run = self.end - start - len(self.text[start:].rstrip(shape.consumable))
@@ -235,7 +261,8 @@ class Scan:
             else:
                 by_family.setdefault(detector.family, []).append(index)
         if by_family:
-            for family, anchors in self._prefilter.hits(self.text, self._start).items():
+            self._hits = self._prefilter.hits(self.text, self._start)
+            for family, anchors in self._hits.items():
                 for index in by_family.get(family, ()):
                     detector = self.detectors[index]
                     for anchor in anchors:
