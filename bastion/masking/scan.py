@@ -32,6 +32,28 @@ for _family, _source, _offset in ANCHORS:
 def tail_of(detector: Detector) -> int:
     """How far from the end an unfinished anchor of the detector's family (and its lead) may start."""
     return _ANCHOR_REACH.get(detector.family or "", 1 << 30) + detector.before + 1
+
+
+class _HoldPlan:
+    """Per set of detectors: which may hold text ending in each byte (their regex can consume it), and tails."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self.detectors = detectors  # kept: the plan is found by the id of this very sequence
+        self.tails = [tail_of(detector) for detector in detectors]
+        self.by_last_byte = [
+            tuple(index for index, detector in enumerate(detectors) if byte in detector.shape.consumable)
+            for byte in range(256)
+        ]
+
+
+_PLANS: dict[int, _HoldPlan] = {}
+
+
+def _plan(detectors: Sequence[Detector]) -> _HoldPlan:
+    plan = _PLANS.get(id(detectors))
+    if plan is None or plan.detectors is not detectors:
+        plan = _PLANS[id(detectors)] = _HoldPlan(detectors)
+    return plan
 _SHAPE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
 
 
@@ -215,17 +237,20 @@ class Scan:
         if 0 <= self._hold_at <= position <= self._hold_value:
             return self._hold_value  # every cached first-undecided start is still at or after `position`
         hold = self.end
-        for index, detector in enumerate(self.detectors):
-            if self._undecided[index] < position:
-                self._undecided[index] = self._first_undecided(detector, position)
-            hold = min(hold, self._undecided[index])
+        if not self.text:
+            return hold
+        plan = _plan(self.detectors)
+        undecided = self._undecided
+        for index in plan.by_last_byte[self.text[-1]]:  # the others have no trailing run to hold
+            if undecided[index] < position:
+                undecided[index] = self._first_undecided(self.detectors[index], position, plan.tails[index])
+            if undecided[index] < hold:
+                hold = undecided[index]
         self._hold_at, self._hold_value = position, hold
         return hold
 
-    def _first_undecided(self, detector: Detector, position: int) -> int:
+    def _first_undecided(self, detector: Detector, position: int, tail: int) -> int:
         shape = detector.shape
-        if not self.text or self.text[-1] not in shape.consumable:  # a trailing run of them (cheap test first)
-            return self.end
         start = max(position, self.end - shape.reach)
         if shape.single_line:
             start = max(start, self._last_line_feed + 1)
@@ -235,7 +260,7 @@ class Scan:
             # near the end that its anchor is not complete yet.
             anchors = self._hits.get(detector.family, ())
             first = bisect.bisect_left(anchors, start)
-            lowest = self.end - tail_of(detector)
+            lowest = self.end - tail
             if first < len(anchors):
                 lowest = min(lowest, anchors[first] - detector.before)
             start = max(start, lowest)
