@@ -312,3 +312,9 @@ def test_masked_output_in_order_per_stream_with_eof_last_and_echo_at_once() -> N
         for name, count in stream_counts.items():
             expected[name] = expected.get(name, 0) + count
     assert out.counts() == expected and expected["aws-key"] == 3002
+
+
+def test_a_short_option_is_no_strong_prefix() -> None:
+    """`-u ` anchors curl's user:password detector but starts most of what follows it: shown at once."""
+    run = Run().feed([(0.0, b"$ curl -u ")])
+    assert run.client_at() == [(0.0, b"$ curl -u ")]

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import re
 
-from bastion.masking.packs import ANCHORS
+from bastion.masking.packs import ANCHORS, KEYWORD_FAMILIES, PII_FAMILIES
 from bastion.masking.terminal import ESCAPE_SEQUENCE
 
 __all__ = ["STRONG_PREFIX", "strong_prefix_ends_after"]
 
 # anchor families that are weak on their own: personal data, labels (strong with an operator, below), URLs
-WEAK_FAMILIES = frozenset(
-    {"email", "url", "card", "phone", "ssn", "plus", "iban", "password", "secret", "auth", "aws_secret"}
-)
+WEAK_FAMILIES = frozenset({*PII_FAMILIES, *KEYWORD_FAMILIES, "url"})
 _LABEL = (
     rb"(?i:pass(?:w(?:or)?d|phrase)|pwd|secret|token|api[_-]?key|key|auth[a-z]{0,16}|credentials?)"
     rb"""[A-Za-z0-9_.-]{0,40}["'>]?[ \t]{0,8}(?:=>|:=|\?=|[:=])"""
